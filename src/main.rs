@@ -17,7 +17,10 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Run the embedded TIBIOT simulator (prints one JSON line, then serves until SIGINT/SIGTERM).
+    Simulate(tibiot_exporter::sim::cli::SimulateArgs),
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -33,5 +36,6 @@ fn main() -> ExitCode {
     };
     match cli.command {
         None => ExitCode::SUCCESS,
+        Some(Command::Simulate(args)) => tibiot_exporter::sim::cli::run(args),
     }
 }
