@@ -6,4 +6,5 @@
 
 pub mod api;
 pub mod calendar;
+pub mod config;
 pub mod sim;
