@@ -6,4 +6,6 @@
 
 pub mod api;
 pub mod calendar;
+pub mod config;
+pub mod sim;
 pub mod web;

@@ -3,7 +3,9 @@
 //! 1 an API or runtime failure, 2 bad usage or bad configuration.
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use tibiot_exporter::config;
 
 #[derive(Parser)]
 #[command(
@@ -17,7 +19,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Validate the configuration file and exit (0 valid, 2 invalid).
+    CheckConfig {
+        /// Path to the configuration file.
+        #[arg(long = "config.file", default_value = config::DEFAULT_CONFIG_FILE)]
+        config_file: PathBuf,
+    },
+    /// Run the embedded TIBIOT simulator (prints one JSON line, then serves until SIGINT/SIGTERM).
+    Simulate(tibiot_exporter::sim::cli::SimulateArgs),
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -32,6 +43,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Some(Command::CheckConfig { config_file }) => config::check_config_command(&config_file),
         None => ExitCode::SUCCESS,
+        Some(Command::Simulate(args)) => tibiot_exporter::sim::cli::run(args),
     }
 }

@@ -18,18 +18,7 @@ pub enum ProbeTarget {
 #[error("{0}")]
 pub struct BadRequest(pub String);
 
-/// A pool code: 1–64 characters of `A-Z a-z 0-9 _ - .`.
-pub fn is_valid_pool_code(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
-/// An ICCID: 18–22 decimal digits.
-pub fn is_valid_iccid(s: &str) -> bool {
-    (18..=22).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
-}
+pub use crate::config::{is_valid_iccid, is_valid_pool_code};
 
 /// A value safe to put in a message: at most 64 printable ASCII characters.
 pub fn shown(s: &str) -> String {
