@@ -6,3 +6,7 @@
 
 pub mod api;
 pub mod calendar;
+pub mod collect;
+pub mod config;
+pub mod logging;
+pub mod metrics;
