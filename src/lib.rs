@@ -10,3 +10,6 @@ pub mod collect;
 pub mod config;
 pub mod logging;
 pub mod metrics;
+pub mod demo;
+pub mod http;
+pub mod serve;

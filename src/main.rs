@@ -14,10 +14,16 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Flags of the server (the default command).
+    #[command(flatten)]
+    serve: tibiot_exporter::serve::ServeFlags,
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Simulator + exporter with a generated configuration: zero setup.
+    Demo(tibiot_exporter::demo::DemoFlags),
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -32,6 +38,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        None => ExitCode::SUCCESS,
+        None => tibiot_exporter::serve::run(cli.serve),
+        Some(Command::Demo(d)) => tibiot_exporter::demo::run(d, cli.serve.log),
     }
 }
