@@ -134,8 +134,7 @@ impl Visit for LogfmtVisitor {
 /// A logfmt value: bare when safe, else quoted with `\"`, `\\` and `\n`-style escapes.
 pub fn quote(s: &str) -> String {
     let bare = !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| !c.is_whitespace() && !c.is_control() && c != '"' && c != '=' && c != '\\');
     if bare {
         return s.to_owned();

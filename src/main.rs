@@ -3,7 +3,9 @@
 //! 1 an API or runtime failure, 2 bad usage or bad configuration.
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use tibiot_exporter::config;
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +23,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Validate the configuration file and exit (0 valid, 2 invalid).
+    CheckConfig {
+        /// Path to the configuration file.
+        #[arg(long = "config.file", default_value = config::DEFAULT_CONFIG_FILE)]
+        config_file: PathBuf,
+    },
+    /// Run the embedded TIBIOT simulator (prints one JSON line, then serves until SIGINT/SIGTERM).
+    Simulate(tibiot_exporter::sim::cli::SimulateArgs),
     /// Simulator + exporter with a generated configuration: zero setup.
     Demo(tibiot_exporter::demo::DemoFlags),
 }
@@ -38,7 +48,9 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Some(Command::CheckConfig { config_file }) => config::check_config_command(&config_file),
         None => tibiot_exporter::serve::run(cli.serve),
+        Some(Command::Simulate(args)) => tibiot_exporter::sim::cli::run(args),
         Some(Command::Demo(d)) => tibiot_exporter::demo::run(d, cli.serve.log),
     }
 }

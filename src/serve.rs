@@ -19,10 +19,18 @@ use tokio::net::TcpListener;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeFlags {
     /// Configuration file.
-    #[arg(long = "config.file", default_value = "tibiot-exporter.yml", value_name = "PATH")]
+    #[arg(
+        long = "config.file",
+        default_value = "tibiot-exporter.yml",
+        value_name = "PATH"
+    )]
     pub config_file: PathBuf,
     /// Address to listen on (`:9869` = every interface).
-    #[arg(long = "web.listen-address", default_value = ":9869", value_name = "ADDR")]
+    #[arg(
+        long = "web.listen-address",
+        default_value = ":9869",
+        value_name = "ADDR"
+    )]
     pub listen_address: String,
     /// Web configuration file (TLS, basic auth), exporter-toolkit format.
     #[arg(long = "web.config.file", value_name = "PATH")]
@@ -35,10 +43,20 @@ pub struct ServeFlags {
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogFlags {
     /// Only log messages with this severity or above: error, warn, info, debug.
-    #[arg(long = "log.level", default_value = "info", value_name = "LEVEL", global = true)]
+    #[arg(
+        long = "log.level",
+        default_value = "info",
+        value_name = "LEVEL",
+        global = true
+    )]
     pub level: String,
     /// Log format.
-    #[arg(long = "log.format", value_enum, default_value = "logfmt", global = true)]
+    #[arg(
+        long = "log.format",
+        value_enum,
+        default_value = "logfmt",
+        global = true
+    )]
     pub format: LogFormat,
 }
 
@@ -109,7 +127,14 @@ pub async fn run_server(
         .unwrap_or_default();
     tracing::info!(address = %addr, version = crate::metrics::VERSION, "listening");
     spawn_sighup(app.clone());
-    match serve_router(listener, router(app), web_config.as_deref(), shutdown_signal()).await {
+    match serve_router(
+        listener,
+        router(app),
+        web_config.as_deref(),
+        shutdown_signal(),
+    )
+    .await
+    {
         Ok(()) => {
             tracing::info!("shut down");
             ExitCode::SUCCESS

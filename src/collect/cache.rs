@@ -157,7 +157,9 @@ mod tests {
         s.record(Err(Arc::new(FetchError::from_api(&ApiError::Timeout))));
         assert_eq!(s.last_ok, Some(false));
         assert_eq!(
-            s.served(Instant::now(), Duration::from_secs(2)).unwrap().value,
+            s.served(Instant::now(), Duration::from_secs(2))
+                .unwrap()
+                .value,
             7
         );
         age(&mut s, Duration::from_millis(600));

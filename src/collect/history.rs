@@ -258,12 +258,24 @@ mod tests {
         // Fetched "now", the period ended one second ago... but fetched after: immutable.
         let now_unix = super::super::cache::unix_now();
         let end = now_unix as i64 - 1;
-        assert!(!period_due(&s, end, Instant::now(), now_unix, Duration::ZERO));
+        assert!(!period_due(
+            &s,
+            end,
+            Instant::now(),
+            now_unix,
+            Duration::ZERO
+        ));
         // A period that ends in the future is open: refreshed after the TTL only.
         let end = end + 3600;
         let fresh = Duration::from_secs(60);
         assert!(!period_due(&s, end, Instant::now(), now_unix, fresh));
-        assert!(period_due(&s, end, Instant::now(), now_unix, Duration::ZERO));
+        assert!(period_due(
+            &s,
+            end,
+            Instant::now(),
+            now_unix,
+            Duration::ZERO
+        ));
         // Once that period has ended, the partial value is fetched again.
         assert!(period_due(&s, end, Instant::now(), end as f64 + 1.0, fresh));
     }

@@ -105,9 +105,15 @@ impl Fetchable for PoolValues {
     ) -> BoxFuture<'static, Result<Option<f64>, ApiError>> {
         async move {
             let kb = if month {
-                client.pool_month_usage(&id, &period, deadline).await?.use_flow_kb
+                client
+                    .pool_month_usage(&id, &period, deadline)
+                    .await?
+                    .use_flow_kb
             } else {
-                client.pool_day_usage(&id, &period, deadline).await?.use_flow_kb
+                client
+                    .pool_day_usage(&id, &period, deadline)
+                    .await?
+                    .use_flow_kb
             };
             Ok(kb.map(values::kb_to_bytes))
         }
@@ -143,9 +149,15 @@ impl Fetchable for CardValues {
     ) -> BoxFuture<'static, Result<Option<f64>, ApiError>> {
         async move {
             let kb = if month {
-                client.card_month_usage(&id, &period, deadline).await?.use_flow_kb
+                client
+                    .card_month_usage(&id, &period, deadline)
+                    .await?
+                    .use_flow_kb
             } else {
-                client.card_day_usage(&id, &period, deadline).await?.use_flow_kb
+                client
+                    .card_day_usage(&id, &period, deadline)
+                    .await?
+                    .use_flow_kb
             };
             Ok(kb.map(values::kb_to_bytes))
         }
@@ -337,12 +349,16 @@ impl Collector {
                 .account(&a.name)
                 .filter(|p| p.base_url == a.base_url)
                 .cloned();
-            let (pools, pool_index) = build_targets(&a.name, &a.pools, prev.as_ref().map(|p| {
-                (&p.pools, &p.pool_index)
-            }));
-            let (cards, card_index) = build_targets(&a.name, &a.cards, prev.as_ref().map(|p| {
-                (&p.cards, &p.card_index)
-            }));
+            let (pools, pool_index) = build_targets(
+                &a.name,
+                &a.pools,
+                prev.as_ref().map(|p| (&p.pools, &p.pool_index)),
+            );
+            let (cards, card_index) = build_targets(
+                &a.name,
+                &a.cards,
+                prev.as_ref().map(|p| (&p.cards, &p.card_index)),
+            );
             let limiter = NonZeroU32::new(collect.requests_per_second)
                 .map(|r| Arc::new(RateLimiter::direct(Quota::per_second(r))));
             accounts.push(Arc::new(AccountRt {

@@ -7,8 +7,8 @@
 use super::cache::{FetchError, InFlight, Slot, unix_now};
 use super::history::{Window, period_due};
 use super::{
-    AccountRt, AccountSnap, Collector, Fetchable, Health, ProbeResult,
-    Runtime, Snapshot, Target, TargetSnap, lock,
+    AccountRt, AccountSnap, Collector, Fetchable, Health, ProbeResult, Runtime, Snapshot, Target,
+    TargetSnap, lock,
 };
 use crate::calendar::Month;
 use crate::config::CollectConfig;
@@ -226,7 +226,9 @@ fn spawn_detail<V: Fetchable>(
     let task = async move {
         let id = t.id.clone();
         let res = acc
-            .limited(timeout, |client, deadline| V::fetch(client, id, cal, deadline))
+            .limited(timeout, |client, deadline| {
+                V::fetch(client, id, cal, deadline)
+            })
             .await;
         let res = res.map_err(|e| {
             crate::logging::fetch_failed(&acc.name, V::KIND.as_str(), &t.id, None, V::DETAIL, &e);

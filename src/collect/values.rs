@@ -82,9 +82,13 @@ impl PoolValues {
             },
             cards: d.total_card,
             status_cards,
-            valid: d
-                .upool_status
-                .map(|s| if s == PoolStatus::Valid.code() { 1.0 } else { 0.0 }),
+            valid: d.upool_status.map(|s| {
+                if s == PoolStatus::Valid.code() {
+                    1.0
+                } else {
+                    0.0
+                }
+            }),
             start_ts: day_start(&d.start_time),
             end_ts: day_start(&d.end_time),
             created_ts: d
@@ -182,7 +186,10 @@ mod tests {
         assert_eq!(v.capacity_bytes, None, "usage_billed has no capacity");
         assert_eq!(
             v.status_cards,
-            vec![(Cow::Borrowed("normal"), 3.0), (Cow::Owned("code_77".into()), 1.0)]
+            vec![
+                (Cow::Borrowed("normal"), 3.0),
+                (Cow::Owned("code_77".into()), 1.0)
+            ]
         );
         assert_eq!(v.valid, Some(0.0));
         assert_eq!(v.start_ts, Some(1_767_196_800.0));

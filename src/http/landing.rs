@@ -171,7 +171,11 @@ code{{background:#f4f4f4;padding:0 .2em}}
                         "<td>{} days, {} months{}</td>",
                         view.days.len(),
                         view.months.len(),
-                        if h.attempted && !h.ok { " <span class=\"fail\">(failures)</span>" } else { "" }
+                        if h.attempted && !h.ok {
+                            " <span class=\"fail\">(failures)</span>"
+                        } else {
+                            ""
+                        }
                     );
                 }
                 None => o.push_str("<td>—</td>"),
@@ -196,7 +200,7 @@ code{{background:#f4f4f4;padding:0 .2em}}
                 bytes(v.and_then(|v| v.capacity_bytes)),
             );
             result_cells(&mut o, &c.health);
-            let _ = write!(o, "<td>{}</td></tr>\n", age(now, c.health.last_success));
+            let _ = writeln!(o, "<td>{}</td></tr>", age(now, c.health.last_success));
         }
         o.push_str("</table>\n");
     }
@@ -210,11 +214,7 @@ pub(super) async fn page(State(app): State<Arc<App>>) -> Response {
     let html = tokio::task::spawn_blocking(move || render(&snap, reload_ok))
         .await
         .unwrap_or_else(|_| "internal error".into());
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        html,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
 #[cfg(test)]

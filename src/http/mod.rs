@@ -9,7 +9,7 @@ pub mod landing;
 use crate::collect::Collector;
 use crate::collect::cache::unix_now;
 use crate::collect::scrape::Scope;
-use crate::config::Config;
+use crate::config::{Config, is_valid_iccid, is_valid_pool_code};
 use crate::metrics::expo::{Format, Writer};
 use crate::metrics::process::ProcessStats;
 use crate::metrics::{SelfMetrics, encode, encode_into};
@@ -123,7 +123,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload).put(reload))
-        .layer(CompressionLayer::new().gzip(true).no_br().no_deflate().no_zstd())
+        .layer(
+            CompressionLayer::new()
+                .gzip(true)
+                .no_br()
+                .no_deflate()
+                .no_zstd(),
+        )
         .with_state(app)
 }
 
@@ -154,7 +160,8 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         encode_into(&snap, Some(&me), Writer::streaming(fmt, &mut sink));
     });
     let stream = futures::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|o| o.map(Ok::<Bytes, std::convert::Infallible>))
+        rx.poll_recv(cx)
+            .map(|o| o.map(Ok::<Bytes, std::convert::Infallible>))
     });
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(
@@ -162,19 +169,6 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         HeaderValue::from_static(fmt.content_type()),
     );
     resp
-}
-
-/// A pool code as the API uses them: 1–64 of `A-Z a-z 0-9 - _ .`.
-pub fn valid_pool_code(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// An ICCID: 18–22 digits, the last one possibly `F` (padding).
-pub fn valid_iccid(s: &str) -> bool {
-    let body = s.strip_suffix(['F', 'f']).unwrap_or(s);
-    (18..=22).contains(&s.len()) && !body.is_empty() && body.bytes().all(|b| b.is_ascii_digit())
 }
 
 async fn probe(
@@ -191,7 +185,10 @@ async fn probe(
     let (pool, dup_p) = get("pool");
     let (card, dup_c) = get("card");
     if dup_a || dup_p || dup_c {
-        return text(StatusCode::BAD_REQUEST, "each of account, pool and card may be given once\n");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "each of account, pool and card may be given once\n",
+        );
     }
     let Some(account) = account.filter(|a| !a.is_empty()) else {
         return text(StatusCode::BAD_REQUEST, "missing parameter: account\n");
@@ -203,11 +200,11 @@ async fn probe(
         );
     }
     let scope = match (pool, card) {
-        (Some(p), None) if valid_pool_code(p) => Scope::Pool {
+        (Some(p), None) if is_valid_pool_code(p) => Scope::Pool {
             account: account.to_owned(),
             code: p.to_owned(),
         },
-        (None, Some(c)) if valid_iccid(c) => Scope::Card {
+        (None, Some(c)) if is_valid_iccid(c) => Scope::Card {
             account: account.to_owned(),
             iccid: c.to_owned(),
         },
@@ -218,10 +215,7 @@ async fn probe(
             );
         }
         (None, Some(_)) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "malformed ICCID (18-22 digits, optionally ending in F)\n",
-            );
+            return text(StatusCode::BAD_REQUEST, "malformed ICCID (18-22 digits)\n");
         }
         _ => {
             return text(
@@ -237,7 +231,10 @@ async fn probe(
     };
     let body = encode(&snap, None, fmt);
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static(fmt.content_type()))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(fmt.content_type()),
+        )],
         body,
     )
         .into_response()
@@ -264,22 +261,5 @@ async fn reload(State(app): State<Arc<App>>) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("failed to reload the configuration (the previous one stays in use): {e}\n"),
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn target_validation() {
-        assert!(valid_pool_code("POOL-001"));
-        assert!(!valid_pool_code(""));
-        assert!(!valid_pool_code("a b"));
-        assert!(!valid_pool_code("<script>"));
-        assert!(valid_iccid("89860000000000000001"));
-        assert!(valid_iccid("8986000000000000001F"));
-        assert!(!valid_iccid("8986"));
-        assert!(!valid_iccid("8986000000000000000x1"));
     }
 }

@@ -47,7 +47,9 @@ pub struct ApiStats {
 
 impl std::fmt::Debug for ApiStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiStats").field("label", &self.label).finish()
+        f.debug_struct("ApiStats")
+            .field("label", &self.label)
+            .finish()
     }
 }
 
@@ -128,8 +130,16 @@ mod tests {
         let s = ApiStats::new("a\"b");
         assert_eq!(&*s.label, "account=\"a\\\"b\"");
         assert_eq!(s.up(), None);
-        s.observe(Endpoint::PoolDetail, Outcome::Success, Duration::from_millis(70));
-        s.observe(Endpoint::PoolDetail, Outcome::Timeout, Duration::from_secs(40));
+        s.observe(
+            Endpoint::PoolDetail,
+            Outcome::Success,
+            Duration::from_millis(70),
+        );
+        s.observe(
+            Endpoint::PoolDetail,
+            Outcome::Timeout,
+            Duration::from_secs(40),
+        );
         assert_eq!(s.up(), Some(false));
         assert_eq!(s.requests(Endpoint::PoolDetail, Outcome::Success), 1);
         let (b, count, sum) = s.histogram(Endpoint::PoolDetail);

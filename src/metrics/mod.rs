@@ -12,8 +12,8 @@ pub mod api_stats;
 pub mod expo;
 pub mod process;
 
-use crate::collect::{Kind, Snapshot, TargetSnap};
 use crate::api::{CardStatus, Outcome};
+use crate::collect::{Kind, Snapshot, TargetSnap};
 use api_stats::{ApiStats, BUCKET_LABELS, COLLECTED_ENDPOINTS};
 use expo::{Format, MetricType, Writer};
 use process::ProcessStats;
@@ -118,7 +118,9 @@ fn history_samples<'a, V: 'a>(
 ) {
     let label = if months { "month" } else { "date" };
     for t in targets {
-        let Some((view, _)) = &t.history else { continue };
+        let Some((view, _)) = &t.history else {
+            continue;
+        };
         let points = if months { &view.months } else { &view.days };
         for p in points {
             if p.served(c.snap.now, c.snap.stale_after) {
@@ -133,7 +135,11 @@ fn health_samples(c: &Ctx<'_>, w: &mut Writer<'_>, success: bool) {
         let acc = &*a.rt.label;
         let mut emit = |kind: Kind, id: &str, h: &crate::collect::Health| {
             if success {
-                w.sample(acc, &[("kind", kind.as_str()), ("target", id)], h.ok as u8 as f64);
+                w.sample(
+                    acc,
+                    &[("kind", kind.as_str()), ("target", id)],
+                    h.ok as u8 as f64,
+                );
             } else if let Some(ts) = h.last_success {
                 w.sample(acc, &[("kind", kind.as_str()), ("target", id)], ts);
             }
@@ -170,7 +176,16 @@ pub static FAMILIES: &[Family] = &[
         name: "tibiot_pool_info",
         help: "Flow pool details (value 1). From pool detail; may come from the cache (up to collect.pool_ttl old, kept up to collect.stale_after after failures).",
         typ: MetricType::Info,
-        labels: &["account", "pool", "name", "name_en", "type", "billing_cycle_months", "package", "channel"],
+        labels: &[
+            "account",
+            "pool",
+            "name",
+            "name_en",
+            "type",
+            "billing_cycle_months",
+            "package",
+            "channel",
+        ],
         served: Served::Both,
         read: |c, w| {
             for p in c.snap.pools() {
@@ -180,9 +195,21 @@ pub static FAMILIES: &[Family] = &[
             }
         },
     },
-    pool_gauge!("tibiot_pool_used_bytes", "Flow used by the pool in its current cycle, bytes (useFlow KB x 1024). May come from the cache (up to collect.pool_ttl old, kept up to collect.stale_after after failures).", used_bytes),
-    pool_gauge!("tibiot_pool_capacity_bytes", "Total flow of the pool, bytes (totalFlow KB x 1024); absent for usage_billed pools and when not reported. May come from the cache.", capacity_bytes),
-    pool_gauge!("tibiot_pool_cards", "Cards in the pool (totalCard). May come from the cache.", cards),
+    pool_gauge!(
+        "tibiot_pool_used_bytes",
+        "Flow used by the pool in its current cycle, bytes (useFlow KB x 1024). May come from the cache (up to collect.pool_ttl old, kept up to collect.stale_after after failures).",
+        used_bytes
+    ),
+    pool_gauge!(
+        "tibiot_pool_capacity_bytes",
+        "Total flow of the pool, bytes (totalFlow KB x 1024); absent for usage_billed pools and when not reported. May come from the cache.",
+        capacity_bytes
+    ),
+    pool_gauge!(
+        "tibiot_pool_cards",
+        "Cards in the pool (totalCard). May come from the cache.",
+        cards
+    ),
     Family {
         name: "tibiot_pool_status_cards",
         help: "Cards in the pool by card status (bindCardStatusCount), one series per reported status. May come from the cache.",
@@ -199,10 +226,26 @@ pub static FAMILIES: &[Family] = &[
             }
         },
     },
-    pool_gauge!("tibiot_pool_valid", "1 when the pool is valid (upoolStatus 1), else 0. May come from the cache.", valid),
-    pool_gauge!("tibiot_pool_start_timestamp_seconds", "Start of the pool's start day on the API calendar, unix seconds (startTime), when reported. May come from the cache.", start_ts),
-    pool_gauge!("tibiot_pool_end_timestamp_seconds", "Start of the pool's end day on the API calendar, unix seconds (endTime), when reported. May come from the cache.", end_ts),
-    pool_gauge!("tibiot_pool_created_timestamp_seconds", "When the pool was created, unix seconds (rawAddTime). May come from the cache.", created_ts),
+    pool_gauge!(
+        "tibiot_pool_valid",
+        "1 when the pool is valid (upoolStatus 1), else 0. May come from the cache.",
+        valid
+    ),
+    pool_gauge!(
+        "tibiot_pool_start_timestamp_seconds",
+        "Start of the pool's start day on the API calendar, unix seconds (startTime), when reported. May come from the cache.",
+        start_ts
+    ),
+    pool_gauge!(
+        "tibiot_pool_end_timestamp_seconds",
+        "Start of the pool's end day on the API calendar, unix seconds (endTime), when reported. May come from the cache.",
+        end_ts
+    ),
+    pool_gauge!(
+        "tibiot_pool_created_timestamp_seconds",
+        "When the pool was created, unix seconds (rawAddTime). May come from the cache.",
+        created_ts
+    ),
     Family {
         name: "tibiot_pool_daily_usage_bytes",
         help: "Flow used by the pool on one day of the API calendar, bytes, for the last collect.history.pool_days days. Closed days are fetched once and cached; today is refreshed after collect.history_ttl.",
@@ -224,7 +267,15 @@ pub static FAMILIES: &[Family] = &[
         name: "tibiot_card_info",
         help: "SIM card details (value 1). From card detail; may come from the cache (up to collect.card_ttl old, kept up to collect.stale_after after failures).",
         typ: MetricType::Info,
-        labels: &["account", "iccid", "imsi", "msisdn", "imei", "apn", "billing_method"],
+        labels: &[
+            "account",
+            "iccid",
+            "imsi",
+            "msisdn",
+            "imei",
+            "apn",
+            "billing_method",
+        ],
         served: Served::Both,
         read: |c, w| {
             for t in c.snap.cards() {
@@ -246,17 +297,37 @@ pub static FAMILIES: &[Family] = &[
                     continue;
                 };
                 for s in CardStatus::ALL {
-                    w.sample(&t.target.labels, &[("status", s.name())], (s.code() == code) as u8 as f64);
+                    w.sample(
+                        &t.target.labels,
+                        &[("status", s.name())],
+                        (s.code() == code) as u8 as f64,
+                    );
                 }
                 if CardStatus::from_code(code).is_none() {
-                    w.sample(&t.target.labels, &[("status", &CardStatus::label(code))], 1.0);
+                    w.sample(
+                        &t.target.labels,
+                        &[("status", &CardStatus::label(code))],
+                        1.0,
+                    );
                 }
             }
         },
     },
-    card_gauge!("tibiot_card_cycle_usage_bytes", "Flow used by the card in its current billing cycle, bytes (useFlow KB x 1024). May come from the cache.", cycle_bytes),
-    card_gauge!("tibiot_card_month_usage_bytes", "Flow used by the card this month, bytes (useMonthFlow KB x 1024). May come from the cache.", month_bytes),
-    card_gauge!("tibiot_card_capacity_bytes", "Total flow of the card, bytes (totalFlow KB x 1024); absent for billing method usage and when not reported. May come from the cache.", capacity_bytes),
+    card_gauge!(
+        "tibiot_card_cycle_usage_bytes",
+        "Flow used by the card in its current billing cycle, bytes (useFlow KB x 1024). May come from the cache.",
+        cycle_bytes
+    ),
+    card_gauge!(
+        "tibiot_card_month_usage_bytes",
+        "Flow used by the card this month, bytes (useMonthFlow KB x 1024). May come from the cache.",
+        month_bytes
+    ),
+    card_gauge!(
+        "tibiot_card_capacity_bytes",
+        "Total flow of the card, bytes (totalFlow KB x 1024); absent for billing method usage and when not reported. May come from the cache.",
+        capacity_bytes
+    ),
     Family {
         name: "tibiot_card_daily_usage_bytes",
         help: "Flow used by the card on one day of the API calendar, bytes, for the last collect.history.card_days days. Closed days are fetched once and cached; today is refreshed after collect.history_ttl.",
@@ -363,7 +434,11 @@ pub static FAMILIES: &[Family] = &[
             for s in c.me.map(|m| m.stats.as_slice()).unwrap_or_default() {
                 for e in COLLECTED_ENDPOINTS {
                     for o in Outcome::ALL {
-                        w.sample(&s.label, &[("endpoint", e.name()), ("outcome", o.as_str())], s.requests(e, o) as f64);
+                        w.sample(
+                            &s.label,
+                            &[("endpoint", e.name()), ("outcome", o.as_str())],
+                            s.requests(e, o) as f64,
+                        );
                     }
                 }
             }
@@ -381,9 +456,21 @@ pub static FAMILIES: &[Family] = &[
                     let (buckets, count, sum) = s.histogram(e);
                     let ep = [("endpoint", e.name())];
                     for (i, le) in BUCKET_LABELS.iter().enumerate() {
-                        w.sample_full("_bucket", &s.label, "", &[ep[0], ("le", le)], buckets[i] as f64);
+                        w.sample_full(
+                            "_bucket",
+                            &s.label,
+                            "",
+                            &[ep[0], ("le", le)],
+                            buckets[i] as f64,
+                        );
                     }
-                    w.sample_full("_bucket", &s.label, "", &[ep[0], ("le", "+Inf")], count as f64);
+                    w.sample_full(
+                        "_bucket",
+                        &s.label,
+                        "",
+                        &[ep[0], ("le", "+Inf")],
+                        count as f64,
+                    );
                     w.sample_full("_sum", &s.label, "", &ep, sum);
                     w.sample_full("_count", &s.label, "", &ep, count as f64);
                 }
@@ -487,4 +574,3 @@ pub fn encode_into(snap: &Snapshot, me: Option<&SelfMetrics>, mut w: Writer<'_>)
 pub fn encode(snap: &Snapshot, me: Option<&SelfMetrics>, fmt: Format) -> Vec<u8> {
     encode_into(snap, me, Writer::new(fmt))
 }
-
