@@ -20,8 +20,8 @@ trap cleanup EXIT
 "$BIN" simulate --listen=127.0.0.1:0 --pools="$POOLS" --cards="$CARDS" >"$TMP/sim.json" 2>"$TMP/sim.log" &
 SIM=$!
 for _ in $(seq 100); do [[ -s "$TMP/sim.json" ]] && break; sleep 0.1; done
-python3 - "$TMP" <<'PY'
-import json, sys
+CONCURRENCY=${CONCURRENCY:-16} python3 - "$TMP" <<'PY'
+import json, os, sys
 tmp = sys.argv[1]
 s = json.loads(open(f"{tmp}/sim.json").readline())
 open(f"{tmp}/cards.txt", "w").write("\n".join(s["cards"]) + "\n")
@@ -36,7 +36,7 @@ open(f"{tmp}/config.yml", "w").write(f"""accounts:
     cards_file: cards.txt
 collect:
   timeout: 60s
-  concurrency: 64
+  concurrency: {os.environ['CONCURRENCY']}
   requests_per_second: 0
   pool_ttl: 1h
   card_ttl: 1h
@@ -69,3 +69,4 @@ for enc in identity gzip; do
 done
 printf 'gzip bytes: %s\n' "$(curl -sf -H 'Accept-Encoding: gzip' "$URL" | wc -c)"
 echo "exporter resident memory after the warm scrapes: $(rss) (peak $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$EXP/status))"
+[[ -n "${SHOW_LOG:-}" ]] && tail -4 "$TMP/exporter.log"; true

@@ -105,7 +105,7 @@ pub fn parse(text: &str) -> Vec<Sample> {
         if let Some(r) = rest.strip_prefix('{') {
             let mut chars = r.char_indices().peekable();
             let mut key = String::new();
-            let mut end = 0;
+            let end;
             loop {
                 let (i, c) = chars.next().expect("unterminated labels");
                 match c {
@@ -135,7 +135,6 @@ pub fn parse(text: &str) -> Vec<Sample> {
                     c => key.push(c),
                 }
             }
-            let _ = end;
             rest = &r[end..];
         }
         let value = rest.trim();
