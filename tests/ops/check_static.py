@@ -320,25 +320,37 @@ def check_prometheus_config(c):
     except ValueError:
         c.check(False, "promtool check service-discovery tibiot-probe runs", out[-500:])
         return
-    problems, shards = [], set()
+    # ground truth from the target files themselves (promtool 2.42 prints discoveredLabels
+    # that alias the relabelled ones, so they are not used)
+    expected = {}
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(PROM_CFG), "targets", "*.yml"))):
+        for grp in load_yaml_all(path)[0]:
+            lab = grp.get("labels", {})
+            for code_ in grp["targets"]:
+                expected[f"{lab.get('__param_account')}/{lab.get('__tibiot_kind')}/{code_}"] = \
+                    (lab.get("__param_account"), lab.get("__tibiot_kind"), code_)
+    problems, shards, seen = [], set(), set()
     for t in targets:
-        lab, disc = t["labels"], t["discoveredLabels"]
+        lab = t["labels"]
         if not lab:
-            problems.append(f"{disc.get('__address__')} dropped")
+            problems.append("a target was dropped")
             continue
-        kind, code_ = disc.get("__tibiot_kind"), disc.get("__address__")
-        if lab.get(f"__param_{kind}") != code_ or lab.get("__param_account") != disc.get("__param_account"):
-            problems.append(f"{code_}: params {dict((k, v) for k, v in lab.items() if k.startswith('__param_'))}")
-        other = {"pool": "card", "card": "pool"}.get(kind)
-        if other and f"__param_{other}" in lab:
-            problems.append(f"{code_}: has both pool and card params")
+        inst = lab.get("instance")
+        if inst not in expected:
+            problems.append(f"unexpected instance {inst}")
+            continue
+        seen.add(inst)
+        account, kind, code_ = expected[inst]
+        params = {k[len("__param_"):]: v for k, v in lab.items() if k.startswith("__param_")}
+        if params != {"account": account, kind: code_}:
+            problems.append(f"{inst}: params {params}")
         if lab.get("__metrics_path__") != "/probe":
-            problems.append(f"{code_}: path {lab.get('__metrics_path__')}")
-        if lab.get("instance") != f"{disc.get('__param_account')}/{kind}/{code_}":
-            problems.append(f"{code_}: instance {lab.get('instance')}")
+            problems.append(f"{inst}: path {lab.get('__metrics_path__')}")
         if not re.fullmatch(r"tibiot-exporter-\d+:9869", lab.get("__address__", "")):
-            problems.append(f"{code_}: address {lab.get('__address__')}")
+            problems.append(f"{inst}: address {lab.get('__address__')}")
         shards.add(lab.get("__address__"))
+    if set(expected) - seen:
+        problems.append(f"missing {sorted(set(expected) - seen)}")
     c.check(targets and not problems,
             "tibiot-probe relabelling builds /probe?account=A&pool=CODE|card=ICCID, instance and shard address",
             "; ".join(problems) if problems else f"{len(targets)} example targets over {len(shards)} exporter shards")
