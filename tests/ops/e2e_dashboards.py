@@ -23,7 +23,6 @@ it cannot run at all. Child processes are always stopped; every wait is bounded.
 """
 import argparse
 import glob
-import itertools
 import json
 import os
 import re
