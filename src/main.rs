@@ -1,1 +1,56 @@
-fn main(){}
+//! The `tibiot-exporter` binary: parses the command line (flags follow the Prometheus
+//! exporters' names, CONTRACT §4) and hands over to the library. Exit status: 0 success,
+//! 1 an API or runtime failure, 2 bad usage or bad configuration.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tibiot_exporter::config;
+
+#[derive(Parser)]
+#[command(
+    name = "tibiot-exporter",
+    version,
+    about = "Prometheus exporter for the TIBIOT IoT SIM-card platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Flags of the server (the default command).
+    #[command(flatten)]
+    serve: tibiot_exporter::serve::ServeFlags,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration file and exit (0 valid, 2 invalid).
+    CheckConfig {
+        /// Path to the configuration file.
+        #[arg(long = "config.file", default_value = config::DEFAULT_CONFIG_FILE)]
+        config_file: PathBuf,
+    },
+    /// Run the embedded TIBIOT simulator (prints one JSON line, then serves until SIGINT/SIGTERM).
+    Simulate(tibiot_exporter::sim::cli::SimulateArgs),
+    /// Simulator + exporter with a generated configuration: zero setup.
+    Demo(tibiot_exporter::demo::DemoFlags),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Some(Command::CheckConfig { config_file }) => config::check_config_command(&config_file),
+        None => tibiot_exporter::serve::run(cli.serve),
+        Some(Command::Simulate(args)) => tibiot_exporter::sim::cli::run(args),
+        Some(Command::Demo(d)) => tibiot_exporter::demo::run(d, cli.serve.log),
+    }
+}
