@@ -231,6 +231,10 @@ def pool_link(field_pool="pool", field_account="account"):
     }
 
 
+# bar chart of an instant table query with one row per date / month label
+HISTORY_BARS = {"orientation": "vertical", "showValue": "auto", "barWidth": 0.8, "xTickLabelRotation": -45,
+                "legend": {"displayMode": "hidden", "placement": "bottom"}, "tooltip": {"mode": "single"}}
+
 TS_CUSTOM = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never",
              "spanNulls": True, "axisSoftMin": 0}
 
@@ -405,22 +409,17 @@ def pool_detail():
           options={"pieType": "donut", "legend": {"displayMode": "table", "placement": "right", "values": ["value"]},
                    "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}})
 
-    hist_opts = {"xField": "{label}", "orientation": "vertical", "showValue": "auto", "barWidth": 0.8,
-                 "legend": {"displayMode": "hidden", "placement": "bottom"}, "tooltip": {"mode": "single"},
-                 "xTickLabelRotation": -45}
-    daily = dict(hist_opts, xField="date")
-    monthly = dict(hist_opts, xField="month")
     d.add("barchart", "Daily usage, last 30 days",
           "Pool day usage from the API (tibiot_pool_daily_usage_bytes{date}, API calendar), one bar a "
           "day. An instant query: it shows the whole window from the first scrape on.",
           [target(f"tibiot_pool_daily_usage_bytes{{{sel}}}", instant=True)], 12, 9, unit="bytes",
-          options=daily,
+          options=dict(HISTORY_BARS, xField="date"),
           transformations=[table_organize(hide=["account", "pool"], order=["date", "Value"]),
                            {"id": "sortBy", "options": {"sort": [{"field": "date", "desc": False}]}}])
     d.add("barchart", "Monthly usage, last 12 months",
           "Pool month usage from the API (tibiot_pool_monthly_usage_bytes{month}), one bar a month.",
           [target(f"tibiot_pool_monthly_usage_bytes{{{sel}}}", instant=True)], 12, 9, unit="bytes",
-          options=monthly,
+          options=dict(HISTORY_BARS, xField="month"),
           transformations=[table_organize(hide=["account", "pool"], order=["month", "Value"]),
                            {"id": "sortBy", "options": {"sort": [{"field": "month", "desc": False}]}}])
     d.add("timeseries", "Usage growth", "tibiot:pool_used_bytes:deriv1h and deriv6h: bytes per second (IEC).",
@@ -500,6 +499,20 @@ def cards():
           [target(f"topk(10, tibiot_card_month_usage_bytes{{{sel}}})", legend="{{iccid}}")],
           12, 8, unit="bytes", custom=TS_CUSTOM,
           options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "desc"}})
+    d.add("barchart", "Daily usage of the selected cards",
+          "Sum of the card day usage from the API (tibiot_card_daily_usage_bytes{date}) over the "
+          "selected cards, one bar a day. Needs collect.history.card_days > 0 (default 0: empty).",
+          [target(f"sum by (date) (tibiot_card_daily_usage_bytes{{{sel}}})", instant=True)], 12, 8, unit="bytes",
+          options=dict(HISTORY_BARS, xField="date"),
+          transformations=[table_organize(order=["date", "Value"]),
+                           {"id": "sortBy", "options": {"sort": [{"field": "date", "desc": False}]}}])
+    d.add("barchart", "Monthly usage of the selected cards",
+          "Sum of the card month usage (tibiot_card_monthly_usage_bytes{month}) over the selected "
+          "cards, one bar a month. Needs collect.history.card_months > 0 (default 0: empty).",
+          [target(f"sum by (month) (tibiot_card_monthly_usage_bytes{{{sel}}})", instant=True)], 12, 8, unit="bytes",
+          options=dict(HISTORY_BARS, xField="month"),
+          transformations=[table_organize(order=["month", "Value"]),
+                           {"id": "sortBy", "options": {"sort": [{"field": "month", "desc": False}]}}])
     return d
 
 
