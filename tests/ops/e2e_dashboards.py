@@ -15,7 +15,8 @@
    panel of every dashboard, with its variables substituted by real values, returns data
    (instant query); the most used pool (> 90% of its capacity) has TibiotPoolAlmostExhausted
    pending or firing; the invalid pool has TibiotPoolInvalid; abnormal cards have
-   TibiotCardAbnormal; healthy pools (valid, < 80% used or without capacity) have no pool
+   TibiotCardAbnormal and cards at >= 90% of their cap TibiotCardNearCap, and no card alert is
+   without such a reason; healthy pools (valid, < 80% used or without capacity) have no pool
    alert, except a forecast/end-date alert that the raw data, queried independently, justify.
 
 Prints one line per check and ends with `N passed, M failed`; exits 1 on any failure, 2 when
@@ -342,8 +343,12 @@ def check_alerts(prom, report, wait_s):
     expected += [("TibiotPoolInvalid", k, "warning") for k, v in valid.items() if v == 0]
     abnormal = [(s["metric"]["account"], s["metric"]["iccid"], s["metric"].get("job"))
                 for s in prom.vector('tibiot_card_status{status="abnormal"} == 1')]
+    card_ratio = {(s["metric"]["account"], s["metric"]["iccid"], s["metric"].get("job")): float(s["value"][1])
+                  for s in prom.vector("tibiot_card_cycle_usage_bytes / tibiot_card_capacity_bytes")}
     expected_cards = [("TibiotCardAbnormal", k) for k in abnormal]
-    report.info(f"pools: {len(pools)} series; expected pool alerts: {len(expected)}; abnormal cards: {len(abnormal)}")
+    expected_cards += [("TibiotCardNearCap", k) for k, r in card_ratio.items() if r >= 0.9]
+    report.info(f"pools: {len(pools)} series; expected pool alerts: {len(expected)}; abnormal cards: {len(abnormal)}; "
+                f"cards >= 90% of their cap: {sum(r >= 0.9 for r in card_ratio.values())}")
     report.check(any(v == 0 for v in valid.values()), "the demo has an invalid pool (tibiot_pool_valid == 0)")
 
     def active():
@@ -377,6 +382,17 @@ def check_alerts(prom, report, wait_s):
         st = got_cards.get((name, key))
         report.check(st is not None, f"alert {name} for card {key[1]} job {key[2]}",
                      f"state {st}" if st else "not pending/firing")
+
+    # card alerts only where the raw data say so (usage only grows within a cycle, so a card
+    # measured >= 90% now may have been alerted on a moment ago, never the other way round)
+    for a in alerts:
+        lab = a["labels"]
+        key = (lab.get("account"), lab.get("iccid"), lab.get("job"))
+        if lab["alertname"] == "TibiotCardNearCap":
+            report.check(card_ratio.get(key, 0.0) >= 0.9 * 0.999, f"TibiotCardNearCap for card {key[1]} job {key[2]} "
+                         f"is justified by its usage", f"usage/cap {card_ratio.get(key)}")
+        elif lab["alertname"] == "TibiotCardAbnormal":
+            report.check(key in abnormal, f"TibiotCardAbnormal for card {key[1]} job {key[2]} is justified by its status")
 
     # healthy pools: valid and below 80% (or without capacity) -> no usage/validity alert.
     # A forecast alert on such a pool is only acceptable when the raw data, computed here
