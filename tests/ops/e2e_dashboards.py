@@ -13,7 +13,8 @@
 4. checks: every scrape target is up and built the right /probe URL; every rule evaluates
    without error; every template variable of every dashboard has values; every query of every
    panel of every dashboard, with its variables substituted by real values, returns data
-   (instant query); the most used pool (> 90% of its capacity) has TibiotPoolAlmostExhausted
+   (instant query) -- for every value of single-value variables such as the detail
+   dashboard's pool, unless it reads a series that only some pools have (capacity, end date); the most used pool (> 90% of its capacity) has TibiotPoolAlmostExhausted
    pending or firing; the invalid pool has TibiotPoolInvalid; abnormal cards have
    TibiotCardAbnormal and cards at >= 90% of their cap TibiotCardNearCap, and no card alert is
    without such a reason; healthy pools (valid, < 80% used or without capacity) have no pool
@@ -56,6 +57,16 @@ GRAFANA_BUILTINS = {
     "__range_s": "600",
     "__range_ms": "600000",
 }
+
+
+# Series that exist only for some pools or cards (CONTRACT §6: no capacity for usage_billed
+# pools or usage-billed cards, end dates only for unified_pay pools). A query that reads one of
+# them must return data for at least one variable combination; any other query for all.
+SOMETIMES_ABSENT = (
+    "tibiot_pool_capacity_bytes", "tibiot_pool_start_timestamp_seconds", "tibiot_pool_end_timestamp_seconds",
+    "tibiot:pool_usage_ratio", "tibiot:pool_exhaustion_seconds", "tibiot:pool_end_seconds",
+    "tibiot_card_capacity_bytes", "tibiot:card_usage_ratio",
+)
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -299,7 +310,7 @@ def check_dashboards(prom, report):
                     continue
                 n_queries += 1
                 what = f"[{title}] {panel.get('title')!r} {t.get('refId', '?')}"
-                with_data, errors, empty = [], [], []
+                with_data, errors, empty, sizes = [], [], [], []
                 for c in combos:
                     q = substitute(expr, c)
                     left = unresolved(q)
@@ -311,13 +322,24 @@ def check_dashboards(prom, report):
                     except Exception as e:  # noqa: BLE001
                         errors.append(f"{q}: {e}")
                         continue
-                    (with_data if non_empty(rtype, res) else empty).append(c)
+                    if non_empty(rtype, res):
+                        with_data.append(c)
+                        sizes.append(len(res) if rtype in ("vector", "matrix") else 1)
+                    else:
+                        empty.append(c)
+                optional = any(name in expr for name in SOMETIMES_ABSENT)
                 label = ", ".join(f"{k}={v}" for k, v in (combos[0].items())) if len(combos) == 1 else \
-                    f"data for {len(with_data)}/{len(combos)} variable combinations"
+                    f"data for {len(with_data)}/{len(combos)} variable combinations" + \
+                    ("" if optional else ", all required")
+                if sizes:
+                    label += f"; {min(sizes)}..{max(sizes)} series" if min(sizes) != max(sizes) else f"; {sizes[0]} series"
                 if errors:
                     report.fail(what, "; ".join(errors[:3]))
                 elif not with_data:
                     report.fail(what, f"no data for any variable combination; query: {substitute(expr, combos[0])}")
+                elif empty and not optional:
+                    report.fail(what, f"no data for {len(empty)}/{len(combos)} variable combinations, e.g. "
+                                      f"{substitute(expr, empty[0])}")
                 else:
                     report.ok(what, label)
     report.info(f"{len(files)} dashboards, {n_queries} panel queries checked")
