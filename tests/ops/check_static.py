@@ -313,7 +313,8 @@ def github_slug(heading):
 def check_prometheus_config(c):
     code, out = run(["promtool", "check", "config", rel(PROM_CFG)])
     c.check(code == 0, "promtool check config deploy/prometheus/prometheus.yml", out.splitlines()[-1] if out else "")
-    code, out = run(["promtool", "check", "service-discovery", os.path.basename(PROM_CFG), "tibiot-probe"],
+    # file_sd answers at once; promtool waits for --timeout before printing in any case
+    code, out = run(["promtool", "check", "service-discovery", "--timeout=5s", os.path.basename(PROM_CFG), "tibiot-probe"],
                     cwd=os.path.dirname(PROM_CFG), stdout_only=True)
     try:
         targets = json.loads(out[out.index("["):])
