@@ -9,7 +9,7 @@ script is their source so that every panel gets the same data source reference, 
 description, units and thresholds. Edit here, run it, commit both. A dashboard changed in the
 Grafana UI can be exported and folded back in here by hand.
 
-Conventions checked by tests/ops/check_static.sh: every panel has a description, every query
+Conventions checked by tests/ops/check_static.py: every panel has a description, every query
 uses the `${datasource}` variable, dashboard uids are stable and unique.
 """
 import argparse
