@@ -57,33 +57,15 @@ def override(name, props):
     }
 
 
-VALID_MAPPING = [
-    {
-        "type": "value",
-        "options": {
-            "0": {"text": "invalid", "color": RED, "index": 0},
-            "1": {"text": "valid", "color": GREEN, "index": 1},
-        },
-    }
-]
-UP_MAPPING = [
-    {
-        "type": "value",
-        "options": {
-            "0": {"text": "DOWN", "color": RED, "index": 0},
-            "1": {"text": "UP", "color": GREEN, "index": 1},
-        },
-    }
-]
-OK_MAPPING = [
-    {
-        "type": "value",
-        "options": {
-            "0": {"text": "failing", "color": RED, "index": 0},
-            "1": {"text": "ok", "color": GREEN, "index": 1},
-        },
-    }
-]
+def zero_one_mapping(zero_text, one_text):
+    """Value mapping of a 0/1 gauge: 0 red, 1 green."""
+    return [{"type": "value", "options": {"0": {"text": zero_text, "color": RED, "index": 0},
+                                          "1": {"text": one_text, "color": GREEN, "index": 1}}}]
+
+
+VALID_MAPPING = zero_one_mapping("invalid", "valid")
+UP_MAPPING = zero_one_mapping("DOWN", "UP")
+OK_MAPPING = zero_one_mapping("failing", "ok")
 # +Inf seconds (flat or falling usage) reads as "not at this rate"
 NEVER_MAPPING = [
     {
@@ -235,6 +217,8 @@ def pool_link(field_pool="pool", field_account="account"):
 HISTORY_BARS = {"orientation": "vertical", "showValue": "auto", "barWidth": 0.8, "xTickLabelRotation": -45,
                 "legend": {"displayMode": "hidden", "placement": "bottom"}, "tooltip": {"mode": "single"}}
 
+TS_OPTIONS = {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "desc"}}
+TS_OPTIONS_UNSORTED = {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "none"}}
 TS_CUSTOM = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never",
              "spanNulls": True, "axisSoftMin": 0}
 
@@ -337,13 +321,13 @@ def pools_overview():
     d.add("timeseries", "Data used over time", "tibiot_pool_used_bytes per pool (drops to ~0 when a cycle starts).",
           [target(f"tibiot_pool_used_bytes{{{sel}}}", legend="{{account}} / {{pool}}")],
           12, 9, unit="bytes", custom=TS_CUSTOM,
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "desc"}})
+          options=TS_OPTIONS)
     d.add("timeseries", "Usage growth (1h)",
           "How fast each pool's usage grows, from tibiot:pool_used_bytes:deriv1h (bytes per second, "
           "IEC). Negative right after a cycle reset.",
           [target(f"tibiot:pool_used_bytes:deriv1h{{{sel}}}", legend="{{account}} / {{pool}}")],
           12, 9, unit="binBps", custom=TS_CUSTOM,
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "desc"}})
+          options=TS_OPTIONS)
     return d
 
 
@@ -397,7 +381,7 @@ def pool_detail():
            target(f"tibiot_pool_used_bytes{{{sel}}} + clamp_min(tibiot:pool_used_bytes:deriv6h{{{sel}}}, 0) "
                   f"* clamp_min(tibiot:pool_end_seconds{{{sel}}}, 0)", "D", "forecast: used at end date")],
           16, 10, unit="bytes", custom=TS_CUSTOM,
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "none"}},
+          options=TS_OPTIONS_UNSORTED,
           overrides=[override("capacity", {"color": {"mode": "fixed", "fixedColor": RED}, "custom.lineStyle": {"fill": "dash", "dash": [10, 10]}}),
                      override("forecast: used in 24h", {"color": {"mode": "fixed", "fixedColor": ORANGE},
                                                         "custom.lineStyle": {"fill": "dot", "dash": [0, 10]}}),
@@ -426,11 +410,11 @@ def pool_detail():
           [target(f"tibiot:pool_used_bytes:deriv1h{{{sel}}}", "A", "1h"),
            target(f"tibiot:pool_used_bytes:deriv6h{{{sel}}}", "B", "6h")],
           12, 8, unit="binBps", custom=TS_CUSTOM,
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "none"}})
+          options=TS_OPTIONS_UNSORTED)
     d.add("timeseries", "Cards by status over time", "tibiot_pool_status_cards per status.",
           [target(f"tibiot_pool_status_cards{{{sel}}}", legend="{{status}}")],
           12, 8, unit="none", custom=dict(TS_CUSTOM, stacking={"mode": "normal", "group": "A"}),
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "desc"}})
+          options=TS_OPTIONS)
     return d
 
 
@@ -494,11 +478,11 @@ def cards():
     d.add("timeseries", "Cards by status", "Number of cards in each status over time.",
           [target(f"count by (status) (tibiot_card_status{{{sel}}} == 1)", legend="{{status}}")],
           12, 8, unit="none", custom=dict(TS_CUSTOM, stacking={"mode": "normal", "group": "A"}),
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "desc"}})
+          options=TS_OPTIONS)
     d.add("timeseries", "Month usage of the top cards", "tibiot_card_month_usage_bytes of the 10 biggest users.",
           [target(f"topk(10, tibiot_card_month_usage_bytes{{{sel}}})", legend="{{iccid}}")],
           12, 8, unit="bytes", custom=TS_CUSTOM,
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "desc"}})
+          options=TS_OPTIONS)
     d.add("barchart", "Daily usage of the selected cards",
           "Sum of the card day usage from the API (tibiot_card_daily_usage_bytes{date}) over the "
           "selected cards, one bar a day. Needs collect.history.card_days > 0 (default 0: empty).",
@@ -552,12 +536,12 @@ def exporter_health():
           "decode_error, rate_limited.",
           [target(f"sum by (outcome) (tibiot:api_requests:rate5m{{{sel}}})", legend="{{outcome}}")],
           12, 8, unit="reqps", custom=dict(TS_CUSTOM, stacking={"mode": "normal", "group": "A"}),
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "desc"}},
+          options=TS_OPTIONS,
           overrides=[override("success", {"color": {"mode": "fixed", "fixedColor": GREEN}})])
     d.add("timeseries", "API requests by endpoint", "Upstream requests per second by API endpoint.",
           [target(f"sum by (endpoint) (tibiot:api_requests:rate5m{{{sel}}})", legend="{{endpoint}}")],
           12, 8, unit="reqps", custom=TS_CUSTOM,
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "desc"}})
+          options=TS_OPTIONS)
     d.add("timeseries", "API latency",
           "Upstream request latency quantiles per endpoint over 5 minutes (histogram_quantile over "
           "tibiot_api_request_duration_seconds_bucket, recorded). Gaps: no request in the window.",
@@ -566,12 +550,12 @@ def exporter_health():
            target(f"max by (endpoint) (tibiot:api_request_duration_seconds:p99_5m{{{sel}}})", "C", "p99 {{endpoint}}")],
           12, 8, unit="s", th=thresholds((None, GREEN), (1, ORANGE), (5, RED)),
           custom=dict(TS_CUSTOM, thresholdsStyle={"mode": "dashed"}),
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "desc"}})
+          options=TS_OPTIONS)
     d.add("timeseries", "Failing targets by kind",
           "Targets whose latest fetch failed, by kind (pool, card, pool_history, card_history).",
           [target(f"sum by (kind) (1 - tibiot_collect_success{{{sel}}})", legend="{{kind}}")],
           12, 8, unit="none", th=thresholds((None, GREEN), (1, RED)), custom=TS_CUSTOM,
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "desc"}})
+          options=TS_OPTIONS)
 
     d.add("table", "Collection per target",
           "Latest fetch result (tibiot_collect_success: ok / FAILING) and age of the served data "
@@ -594,34 +578,34 @@ def exporter_health():
           [target(f"max by (kind) (tibiot:collect_data_age_seconds{{{sel}}})", legend="{{kind}}")],
           12, 8, unit="s", th=thresholds((None, GREEN), (900, ORANGE), (3600, RED)),
           custom=dict(TS_CUSTOM, thresholdsStyle={"mode": "dashed"}),
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "desc"}})
+          options=TS_OPTIONS)
     d.add("timeseries", "TIBIOT API up", "tibiot_up per account and exporter instance.",
           [target(f"tibiot_up{{{sel}}}", legend="{{account}} {{instance}}")],
           12, 8, unit="none", minv=0, maxv=1, mappings=UP_MAPPING, th=thresholds((None, RED), (1, GREEN)),
           custom=dict(TS_CUSTOM, drawStyle="line", lineInterpolation="stepAfter"),
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "none"}})
+          options=TS_OPTIONS_UNSORTED)
     d.add("timeseries", "Scrape duration",
           "Time a scrape spent collecting, as the exporter measures it (tibiot_scrape_duration_seconds) "
           "and as Prometheus sees it (scrape_duration_seconds). Keep it under the scrape timeout.",
           [target(f"max by (instance) (tibiot_scrape_duration_seconds{{{jsel}}})", "A", "exporter {{instance}}"),
            target(f"max by (instance) (scrape_duration_seconds{{{jsel}}})", "B", "prometheus {{instance}}")],
           12, 8, unit="s", custom=TS_CUSTOM,
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "desc"}})
+          options=TS_OPTIONS)
     d.add("timeseries", "Exporter targets up", "up of every Prometheus target of the selected jobs.",
           [target(f"up{{{jsel}}}", legend="{{job}} {{instance}}")],
           12, 8, unit="none", minv=0, maxv=1, mappings=UP_MAPPING, th=thresholds((None, RED), (1, GREEN)),
           custom=dict(TS_CUSTOM, lineInterpolation="stepAfter"),
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "none"}})
+          options=TS_OPTIONS_UNSORTED)
     d.add("timeseries", "Exporter memory",
           "Resident memory of every exporter process (process_resident_memory_bytes, /metrics job).",
           [target(f"process_resident_memory_bytes{{{jsel}}}", legend="{{instance}}")],
           12, 8, unit="bytes", custom=TS_CUSTOM,
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "none"}})
+          options=TS_OPTIONS_UNSORTED)
     d.add("timeseries", "Exporter CPU",
           "CPU used by every exporter process, in cores (rate of process_cpu_seconds_total).",
           [target(f"rate(process_cpu_seconds_total{{{jsel}}}[$__rate_interval])", legend="{{instance}}")],
           12, 8, unit="none", custom=TS_CUSTOM,
-          options={"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi", "sort": "none"}})
+          options=TS_OPTIONS_UNSORTED)
     return d
 
 
