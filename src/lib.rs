@@ -6,3 +6,4 @@
 
 pub mod api;
 pub mod calendar;
+pub mod cli;

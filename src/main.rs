@@ -17,7 +17,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Look up a flow pool: `pool show CODE`, `pool usage CODE --month|--day`.
+    Pool(tibiot_exporter::cli::PoolArgs),
+    /// Look up cards and switch their network: `card show|usage|network`.
+    Card(tibiot_exporter::cli::CardArgs),
+    /// Follow a network-operation batch: `batch status BATCHCODE [--wait]`.
+    Batch(tibiot_exporter::cli::BatchArgs),
+    /// Print the last days' and months' usage as OpenMetrics with timestamps, for promtool.
+    Backfill(tibiot_exporter::cli::backfill::BackfillArgs),
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -33,5 +42,9 @@ fn main() -> ExitCode {
     };
     match cli.command {
         None => ExitCode::SUCCESS,
+        Some(Command::Pool(a)) => tibiot_exporter::cli::pool_command(a),
+        Some(Command::Card(a)) => tibiot_exporter::cli::card_command(a),
+        Some(Command::Batch(a)) => tibiot_exporter::cli::batch_command(a),
+        Some(Command::Backfill(a)) => tibiot_exporter::cli::backfill_command(a),
     }
 }
