@@ -7,3 +7,4 @@
 pub mod api;
 pub mod calendar;
 pub mod cli;
+pub mod config;

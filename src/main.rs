@@ -3,7 +3,9 @@
 //! 1 an API or runtime failure, 2 bad usage or bad configuration.
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use tibiot_exporter::config;
 
 #[derive(Parser)]
 #[command(
@@ -18,6 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Validate the configuration file and exit (0 valid, 2 invalid).
+    CheckConfig {
+        /// Path to the configuration file.
+        #[arg(long = "config.file", default_value = config::DEFAULT_CONFIG_FILE)]
+        config_file: PathBuf,
+    },
     /// Look up a flow pool: `pool show CODE`, `pool usage CODE --month|--day`.
     Pool(tibiot_exporter::cli::PoolArgs),
     /// Look up cards and switch their network: `card show|usage|network`.
@@ -41,6 +49,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Some(Command::CheckConfig { config_file }) => config::check_config_command(&config_file),
         None => ExitCode::SUCCESS,
         Some(Command::Pool(a)) => tibiot_exporter::cli::pool_command(a),
         Some(Command::Card(a)) => tibiot_exporter::cli::card_command(a),

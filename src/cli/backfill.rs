@@ -13,10 +13,14 @@
 //!   future), and the live exporter serves them anyway. So `--days=30` writes up to 29 days
 //!   and `--months=12` up to 11 months per target.
 //! - Cards: `--days`/`--months` capped by `collect.history.card_days`/`card_months` (0 = none).
-//! - Requests run concurrently, at most `collect.concurrency` (or `--concurrency`) at a time.
-//!   A failed request is reported on stderr, its sample left out, and the exit status is 1.
+//! - Requests run concurrently with the exporter's per-account limits: at most
+//!   `collect.concurrency` (or `--concurrency`) in flight and `collect.requests_per_second`
+//!   per account. A failed request (after the client's GET retries) is reported on stderr,
+//!   its sample left out, and the exit status is 1.
 
-use super::{CALL_TIMEOUT, DEFAULT_CONFIG_FILE, Failure, client_for, load_config, pick_account, run_async};
+use super::{
+    CALL_TIMEOUT, DEFAULT_CONFIG_FILE, Failure, client_for, load_config, pick_account, run_async,
+};
 use crate::api::{ApiError, Client};
 use crate::calendar::{Month, format_day};
 use clap::Args;
@@ -24,6 +28,7 @@ use futures::StreamExt;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::time::Instant;
 
 /// `backfill` arguments.
@@ -75,9 +80,13 @@ impl Family {
     fn help(self) -> &'static str {
         match self {
             Family::PoolDaily => "Data used by the pool on one day of the API calendar, in bytes.",
-            Family::PoolMonthly => "Data used by the pool in one month of the API calendar, in bytes.",
+            Family::PoolMonthly => {
+                "Data used by the pool in one month of the API calendar, in bytes."
+            }
             Family::CardDaily => "Data used by the card on one day of the API calendar, in bytes.",
-            Family::CardMonthly => "Data used by the card in one month of the API calendar, in bytes.",
+            Family::CardMonthly => {
+                "Data used by the card in one month of the API calendar, in bytes."
+            }
         }
     }
 
@@ -161,14 +170,28 @@ pub fn encode(samples: &[Sample]) -> String {
 }
 
 /// The closed days of the last `n` days (today included), oldest first.
-fn closed_days(cal: &crate::calendar::ApiCalendar, today: chrono::NaiveDate, n: u32) -> Vec<chrono::NaiveDate> {
-    cal.last_days(today, n).into_iter().filter(|d| *d < today).collect()
+fn closed_days(
+    cal: &crate::calendar::ApiCalendar,
+    today: chrono::NaiveDate,
+    n: u32,
+) -> Vec<chrono::NaiveDate> {
+    cal.last_days(today, n)
+        .into_iter()
+        .filter(|d| *d < today)
+        .collect()
 }
 
 /// The closed months of the last `n` months (this month included), oldest first.
-fn closed_months(cal: &crate::calendar::ApiCalendar, today: chrono::NaiveDate, n: u32) -> Vec<Month> {
+fn closed_months(
+    cal: &crate::calendar::ApiCalendar,
+    today: chrono::NaiveDate,
+    n: u32,
+) -> Vec<Month> {
     let this = Month::of(today);
-    cal.last_months(today, n).into_iter().filter(|m| *m < this).collect()
+    cal.last_months(today, n)
+        .into_iter()
+        .filter(|m| *m < this)
+        .collect()
 }
 
 /// Every sample to fetch for one account, in output order within each family.
@@ -213,8 +236,30 @@ pub fn plan(
     add(Family::PoolDaily, &account.pools, days, 0);
     add(Family::PoolMonthly, &account.pools, 0, months);
     add(Family::CardDaily, &account.cards, days.min(card_days), 0);
-    add(Family::CardMonthly, &account.cards, 0, months.min(card_months));
+    add(
+        Family::CardMonthly,
+        &account.cards,
+        0,
+        months.min(card_months),
+    );
     jobs
+}
+
+/// An account's client and its limits.
+struct Limits {
+    client: Client,
+    permits: tokio::sync::Semaphore,
+    rate: Option<governor::DefaultDirectRateLimiter>,
+}
+
+impl Limits {
+    async fn fetch(&self, job: &Job) -> Result<Option<f64>, ApiError> {
+        let _permit = self.permits.acquire().await.ok();
+        if let Some(r) = &self.rate {
+            r.until_ready().await;
+        }
+        fetch(&self.client, job).await
+    }
 }
 
 async fn fetch(client: &Client, job: &Job) -> Result<Option<f64>, ApiError> {
@@ -245,11 +290,16 @@ pub fn run(args: BackfillArgs) -> Result<(), Failure> {
         .map(|c| c as usize)
         .unwrap_or(config.collect.concurrency)
         .max(1);
-    let mut work: Vec<(Client, Job)> = Vec::new();
+    let rps = std::num::NonZeroU32::new(config.collect.requests_per_second);
+    let mut work: Vec<(Arc<Limits>, Job)> = Vec::new();
     let today = cal.today();
     let (mut pools, mut cards) = (0usize, 0usize);
     for acc in &accounts {
-        let client = client_for(acc)?;
+        let limits = Arc::new(Limits {
+            client: client_for(acc)?,
+            permits: tokio::sync::Semaphore::new(concurrency),
+            rate: rps.map(|r| governor::RateLimiter::direct(governor::Quota::per_second(r))),
+        });
         pools += acc.pools.len();
         if hist.card_days.min(args.days) > 0 || hist.card_months.min(args.months) > 0 {
             cards += acc.cards.len();
@@ -263,7 +313,7 @@ pub fn run(args: BackfillArgs) -> Result<(), Failure> {
             hist.card_days,
             hist.card_months,
         ) {
-            work.push((client.clone(), job));
+            work.push((limits.clone(), job));
         }
     }
     run_async(async move {
@@ -271,8 +321,8 @@ pub fn run(args: BackfillArgs) -> Result<(), Failure> {
         let total = work.len();
         let mut results: Vec<(usize, Result<Option<f64>, ApiError>)> =
             futures::stream::iter(work.iter().enumerate())
-                .map(|(i, (client, job))| async move { (i, fetch(client, job).await) })
-                .buffer_unordered(concurrency)
+                .map(|(i, (limits, job))| async move { (i, limits.fetch(job).await) })
+                .buffer_unordered(concurrency * accounts.len())
                 .collect()
                 .await;
         results.sort_by_key(|(i, _)| *i);
@@ -289,7 +339,10 @@ pub fn run(args: BackfillArgs) -> Result<(), Failure> {
                     failed += 1;
                     eprintln!(
                         "tibiot-exporter: {} {} {} of account {:?}: the answer has no usable useFlowKb; sample left out",
-                        job.family.metric(), job.target, job.period, job.account
+                        job.family.metric(),
+                        job.target,
+                        job.period,
+                        job.account
                     );
                 }
                 Err(e) => {

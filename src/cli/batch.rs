@@ -4,7 +4,7 @@
 //! the `batch status BATCHCODE [--wait]` command.
 
 use super::output::{OutputFormat, Table, opt_cell, print_json, print_stdout};
-use super::{Ctx, Failure, CALL_TIMEOUT};
+use super::{CALL_TIMEOUT, Ctx, Failure};
 use crate::api::{ApiError, BatchCardStatus, Client, OperationState};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -191,9 +191,9 @@ pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} cards final {msg} ({elapsed})")
-    {
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {prefix} [{bar:30}] {pos}/{len} cards final {msg} ({elapsed})",
+    ) {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_prefix(what.to_owned());
@@ -216,13 +216,16 @@ pub async fn follow(
 ) -> bool {
     let mut delay = FIRST_DELAY;
     loop {
-        let polls = trackers.iter_mut().filter(|t| !t.complete).map(|t| async move {
-            let until = deadline.min(Instant::now() + CALL_TIMEOUT);
-            match client.batch_status(&t.batch_code, until).await {
-                Ok(items) => t.update(items),
-                Err(e) => t.failed(&e),
-            }
-        });
+        let polls = trackers
+            .iter_mut()
+            .filter(|t| !t.complete)
+            .map(|t| async move {
+                let until = deadline.min(Instant::now() + CALL_TIMEOUT);
+                match client.batch_status(&t.batch_code, until).await {
+                    Ok(items) => t.update(items),
+                    Err(e) => t.failed(&e),
+                }
+            });
         futures::future::join_all(polls).await;
         let total: usize = trackers.iter().map(|t| t.cards.len()).sum();
         let fin: usize = trackers.iter().map(Tracker::final_count).sum();
@@ -318,7 +321,11 @@ pub async fn run_status(ctx: Ctx, args: StatusArgs) -> Result<(), Failure> {
         OutputFormat::Table => {
             let mut tab = Table::new(&["ICCID", "MSISDN", "STATUS"]);
             for c in &t.cards {
-                tab.row([c.iccid.clone(), opt_cell(c.msisdn.as_deref()), c.state_name()]);
+                tab.row([
+                    c.iccid.clone(),
+                    opt_cell(c.msisdn.as_deref()),
+                    c.state_name(),
+                ]);
             }
             let summary: Vec<String> = counts
                 .iter()
@@ -335,7 +342,9 @@ pub async fn run_status(ctx: Ctx, args: StatusArgs) -> Result<(), Failure> {
     }
     if args.wait {
         if let Some(e) = &t.error {
-            return Err(Failure::Runtime(format!("batch {code}: stopped polling: {e}")));
+            return Err(Failure::Runtime(format!(
+                "batch {code}: stopped polling: {e}"
+            )));
         }
         if timed_out {
             return Err(Failure::Runtime(format!(

@@ -14,9 +14,9 @@ pub const MAX_LEN: usize = 22;
 /// The largest `--from-file` read.
 const MAX_FILE_BYTES: u64 = 16 << 20;
 
-/// Whether `s` looks like an ICCID.
+/// Whether `s` looks like an ICCID (the configuration's rule).
 pub fn is_valid(s: &str) -> bool {
-    (MIN_LEN..=MAX_LEN).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+    crate::config::is_valid_iccid(s)
 }
 
 /// The validated, de-duplicated list.
@@ -37,7 +37,10 @@ struct Entry {
 fn describe(value: &str) -> String {
     let shown: String = value.chars().take(40).collect();
     let why = if value.len() < MIN_LEN || value.len() > MAX_LEN {
-        format!("{} characters, an ICCID has {MIN_LEN} to {MAX_LEN} digits", value.chars().count())
+        format!(
+            "{} characters, an ICCID has {MIN_LEN} to {MAX_LEN} digits",
+            value.chars().count()
+        )
     } else {
         "an ICCID has digits only".into()
     };

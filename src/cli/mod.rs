@@ -24,10 +24,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// Upper bound of one look-up (all retries included).
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(45);
 
-/// The default `--config.file`.
-pub const DEFAULT_CONFIG_FILE: &str = "tibiot-exporter.yml";
+pub use crate::config::DEFAULT_CONFIG_FILE;
+
+/// Upper bound of one HTTP attempt of the operator commands: generous, because a network
+/// operation that times out has an unknown outcome.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Flags shared by the API commands.
 #[derive(Debug, Clone, Args)]
@@ -75,7 +78,9 @@ impl PeriodArgs {
         match (self.month, self.day) {
             (Some(m), None) => Ok(Period::Month(m)),
             (None, Some(d)) => Ok(Period::Day(d)),
-            _ => Err(Failure::Usage("give exactly one of --month or --day".into())),
+            _ => Err(Failure::Usage(
+                "give exactly one of --month or --day".into(),
+            )),
         }
     }
 }
@@ -206,12 +211,8 @@ fn block_on<F: Future<Output = Result<(), Failure>>>(f: F) -> Result<(), Failure
 
 /// Reads the configuration; any problem is a usage error (exit 2).
 pub fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
-    Config::load(path).map_err(|e| {
-        Failure::Usage(format!(
-            "bad configuration file {}: {e}",
-            path.display()
-        ))
-    })
+    Config::load(path)
+        .map_err(|e| Failure::Usage(format!("bad configuration file {}: {e}", path.display())))
 }
 
 /// The account named by `--account`, or the first one.
@@ -233,7 +234,9 @@ pub fn pick_account<'a>(config: &'a Config, name: Option<&str>) -> Result<&'a Ac
 
 /// A client for the account.
 pub fn client_for(account: &Account) -> Result<Client, Failure> {
-    Client::new(account.client_options()).map_err(|e| {
+    let mut opts = account.client_options();
+    opts.request_timeout = ATTEMPT_TIMEOUT;
+    Client::new(opts).map_err(|e| {
         Failure::Usage(format!(
             "account {:?}: cannot build the API client: {e}",
             account.name

@@ -127,39 +127,46 @@ enum Sent {
 /// `card network`.
 pub fn run(common: &CommonArgs, args: NetworkArgs) -> Result<(), Failure> {
     let file = match &args.from_file {
-        Some(p) => Some((p.display().to_string(), iccid::read_file(p).map_err(Failure::Usage)?)),
+        Some(p) => Some((
+            p.display().to_string(),
+            iccid::read_file(p).map_err(Failure::Usage)?,
+        )),
         None => None,
     };
-    let list = iccid::build(&args.iccids, file.as_ref().map(|(n, c)| (n.as_str(), c.as_str())))
-        .map_err(|errs| {
-            Failure::Usage(format!(
-                "invalid ICCIDs; nothing was sent:\n  {}",
-                errs.join("\n  ")
-            ))
-        })?;
+    let list = iccid::build(
+        &args.iccids,
+        file.as_ref().map(|(n, c)| (n.as_str(), c.as_str())),
+    )
+    .map_err(|errs| {
+        Failure::Usage(format!(
+            "invalid ICCIDs; nothing was sent:\n  {}",
+            errs.join("\n  ")
+        ))
+    })?;
     if list.iccids.is_empty() {
         return Err(Failure::Usage(
             "no ICCIDs given (as arguments or with --from-file); nothing was sent".into(),
         ));
     }
     if list.duplicates > 0 {
-        eprintln!(
-            "note: {} repeated ICCIDs ignored",
-            list.duplicates
-        );
+        eprintln!("note: {} repeated ICCIDs ignored", list.duplicates);
     }
     let ctx = Ctx::load(common)?;
     let action = if args.enable { "enable" } else { "disable" };
     let n = list.iccids.len();
     let requests = n.div_ceil(CHUNK);
     if !args.yes {
-        confirm(&format!(
-            "{} the network of {n} card{} on account {:?} ({requests} request{})?",
-            if args.enable { "Enable" } else { "Disable" },
-            if n == 1 { "" } else { "s" },
-            ctx.account.name,
-            if requests == 1 { "" } else { "s" },
-        ), action, n)?;
+        confirm(
+            &format!(
+                "{} the network of {n} card{} on account {:?} ({requests} request{})?",
+                if args.enable { "Enable" } else { "Disable" },
+                if n == 1 { "" } else { "s" },
+                ctx.account.name,
+                if requests == 1 { "" } else { "s" },
+            ),
+            action,
+            n,
+        )?;
     }
     run_async(execute(ctx, list.iccids, args, action))
 }
@@ -242,7 +249,10 @@ fn classify(chunk: &[String], r: NetworkResult) -> Sent {
         }
     }
     Sent::Answered {
-        batch_code: r.batch_code.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()),
+        batch_code: r
+            .batch_code
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty()),
         accepted,
         rejected,
     }
@@ -392,9 +402,11 @@ fn outcomes(
                     .iter()
                     .map(|(i, m)| (i.as_str(), m.as_str()))
                     .collect();
-                let tracker = batch_code
-                    .as_deref()
-                    .and_then(|c| trackers.iter().find(|t| t.batch_code == c && t.expected.iter().any(|e| chunk.contains(e))));
+                let tracker = batch_code.as_deref().and_then(|c| {
+                    trackers
+                        .iter()
+                        .find(|t| t.batch_code == c && t.expected.iter().any(|e| chunk.contains(e)))
+                });
                 for i in chunk {
                     let (result, message) = if let Some(m) = rej.get(i.as_str()) {
                         (CardResult::Rejected, Some((*m).to_owned()))
@@ -514,7 +526,11 @@ fn report(ctx: &Ctx, action: &str, outcomes: &[CardOutcome], trackers: &[Tracker
             ));
             if !waited {
                 for tr in trackers {
-                    s.push_str(&format!("batch {}: {} cards\n", tr.batch_code, tr.expected.len()));
+                    s.push_str(&format!(
+                        "batch {}: {} cards\n",
+                        tr.batch_code,
+                        tr.expected.len()
+                    ));
                 }
             }
             print_stdout(&s);
@@ -552,7 +568,10 @@ mod tests {
         };
         assert_eq!(batch_code.as_deref(), Some("B1"));
         assert_eq!(accepted, vec![chunk[0].clone(), chunk[2].clone()]);
-        assert_eq!(rejected, vec![(chunk[1].clone(), "card in liquidation".into())]);
+        assert_eq!(
+            rejected,
+            vec![(chunk[1].clone(), "card in liquidation".into())]
+        );
     }
 
     #[test]

@@ -228,7 +228,10 @@ mod tests {
         assert_eq!(human_kb(None), "-");
         assert_eq!(human_bytes(-2048.0), "-2.00 KiB");
         assert_eq!(human_bytes(f64::NAN), "-");
-        assert_eq!(human_bytes(1e30), format!("{:.2} EiB", 1e30 / 1024f64.powi(6)));
+        assert_eq!(
+            human_bytes(1e30),
+            format!("{:.2} EiB", 1e30 / 1024f64.powi(6))
+        );
     }
 
     #[test]

@@ -2,8 +2,7 @@
 //! printed as a key/value table or as JSON.
 
 use super::output::{
-    OutputFormat, Table, bytes_json, human_kb, num, opt_cell, plain, print_json, print_stdout,
-    text,
+    OutputFormat, Table, bytes_json, human_kb, num, opt_cell, plain, print_json, print_stdout, text,
 };
 use super::{Ctx, Failure, Period, PoolCommand};
 use crate::api::{CardStatus, PoolDetail, PoolStatus, PoolType};
@@ -192,14 +191,14 @@ pub fn print_usage(ctx: &Ctx, kind: &str, target: &str, key: &str, period: &str,
             print_json(&Value::Object(v));
         }
         OutputFormat::Table => {
-            let mut t = Table::new(&[
-                &kind.to_uppercase(),
-                &key.to_uppercase(),
-                "USAGE",
-                "KB",
-            ])
-            .right_align(&[2, 3]);
-            t.row([target.to_owned(), period.to_owned(), human_kb(kb), plain(kb)]);
+            let mut t = Table::new(&[&kind.to_uppercase(), &key.to_uppercase(), "USAGE", "KB"])
+                .right_align(&[2, 3]);
+            t.row([
+                target.to_owned(),
+                period.to_owned(),
+                human_kb(kb),
+                plain(kb),
+            ]);
             print_stdout(&t.render());
         }
     }
