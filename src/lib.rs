@@ -8,3 +8,4 @@ pub mod api;
 pub mod calendar;
 pub mod cli;
 pub mod config;
+pub mod sim;

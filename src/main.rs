@@ -26,6 +26,8 @@ enum Command {
         #[arg(long = "config.file", default_value = config::DEFAULT_CONFIG_FILE)]
         config_file: PathBuf,
     },
+    /// Run the embedded TIBIOT simulator (prints one JSON line, then serves until SIGINT/SIGTERM).
+    Simulate(tibiot_exporter::sim::cli::SimulateArgs),
     /// Look up a flow pool: `pool show CODE`, `pool usage CODE --month|--day`.
     Pool(tibiot_exporter::cli::PoolArgs),
     /// Look up cards and switch their network: `card show|usage|network`.
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { config_file }) => config::check_config_command(&config_file),
         None => ExitCode::SUCCESS,
+        Some(Command::Simulate(args)) => tibiot_exporter::sim::cli::run(args),
         Some(Command::Pool(a)) => tibiot_exporter::cli::pool_command(a),
         Some(Command::Card(a)) => tibiot_exporter::cli::card_command(a),
         Some(Command::Batch(a)) => tibiot_exporter::cli::batch_command(a),

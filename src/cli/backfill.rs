@@ -19,7 +19,7 @@
 //!   its sample left out, and the exit status is 1.
 
 use super::{
-    CALL_TIMEOUT, DEFAULT_CONFIG_FILE, Failure, client_for, load_config, pick_account, run_async,
+    DEFAULT_CONFIG_FILE, DEFAULT_TIMEOUT, Failure, client_for, load_config, pick_account, run_async,
 };
 use crate::api::{ApiError, Client};
 use crate::calendar::{Month, format_day};
@@ -49,6 +49,9 @@ pub struct BackfillArgs {
     /// Upstream requests in flight at most (default: collect.concurrency).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: Option<u32>,
+    /// Upper bound of one API call (GET retries included).
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = super::parse_timeout)]
+    pub timeout: std::time::Duration,
 }
 
 /// The four history families, in output order.
@@ -248,6 +251,7 @@ pub fn plan(
 /// An account's client and its limits.
 struct Limits {
     client: Client,
+    timeout: std::time::Duration,
     permits: tokio::sync::Semaphore,
     rate: Option<governor::DefaultDirectRateLimiter>,
 }
@@ -258,12 +262,16 @@ impl Limits {
         if let Some(r) = &self.rate {
             r.until_ready().await;
         }
-        fetch(&self.client, job).await
+        fetch(&self.client, job, self.timeout).await
     }
 }
 
-async fn fetch(client: &Client, job: &Job) -> Result<Option<f64>, ApiError> {
-    let deadline = Instant::now() + CALL_TIMEOUT;
+async fn fetch(
+    client: &Client,
+    job: &Job,
+    timeout: std::time::Duration,
+) -> Result<Option<f64>, ApiError> {
+    let deadline = Instant::now() + timeout;
     let (t, p) = (job.target.as_str(), job.period.as_str());
     Ok(match job.family {
         Family::PoolDaily => client.pool_day_usage(t, p, deadline).await?.use_flow_kb,
@@ -296,7 +304,8 @@ pub fn run(args: BackfillArgs) -> Result<(), Failure> {
     let (mut pools, mut cards) = (0usize, 0usize);
     for acc in &accounts {
         let limits = Arc::new(Limits {
-            client: client_for(acc)?,
+            client: client_for(acc, args.timeout)?,
+            timeout: args.timeout,
             permits: tokio::sync::Semaphore::new(concurrency),
             rate: rps.map(|r| governor::RateLimiter::direct(governor::Quota::per_second(r))),
         });

@@ -4,7 +4,7 @@
 //! the `batch status BATCHCODE [--wait]` command.
 
 use super::output::{OutputFormat, Table, opt_cell, print_json, print_stdout};
-use super::{CALL_TIMEOUT, Ctx, Failure};
+use super::{Ctx, Failure};
 use crate::api::{ApiError, BatchCardStatus, Client, OperationState};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -212,6 +212,7 @@ pub async fn follow(
     client: &Client,
     trackers: &mut [Tracker],
     deadline: Instant,
+    per_call: Duration,
     progress: &ProgressBar,
 ) -> bool {
     let mut delay = FIRST_DELAY;
@@ -220,7 +221,7 @@ pub async fn follow(
             .iter_mut()
             .filter(|t| !t.complete)
             .map(|t| async move {
-                let until = deadline.min(Instant::now() + CALL_TIMEOUT);
+                let until = deadline.min(Instant::now() + per_call);
                 match client.batch_status(&t.batch_code, until).await {
                     Ok(items) => t.update(items),
                     Err(e) => t.failed(&e),
@@ -279,6 +280,7 @@ pub async fn run_status(ctx: Ctx, args: StatusArgs) -> Result<(), Failure> {
             &ctx.client,
             &mut trackers,
             Instant::now() + args.wait_timeout,
+            ctx.timeout,
             &pb,
         )
         .await;

@@ -23,14 +23,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Upper bound of one look-up (all retries included).
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(45);
+/// The default `--timeout`: upper bound of one API call, retries included.
+pub const DEFAULT_TIMEOUT: &str = "30s";
 
 pub use crate::config::DEFAULT_CONFIG_FILE;
-
-/// Upper bound of one HTTP attempt of the operator commands: generous, because a network
-/// operation that times out has an unknown outcome.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Flags shared by the API commands.
 #[derive(Debug, Clone, Args)]
@@ -44,6 +40,19 @@ pub struct CommonArgs {
     /// Output format.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,
+    /// Upper bound of one API call (GET retries included). Generous by default, because a
+    /// network operation that times out has an unknown outcome.
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = parse_timeout, global = true)]
+    pub timeout: Duration,
+}
+
+/// A `--timeout` value: a humantime duration, at least 1ms.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
+    if d.is_zero() {
+        return Err("must be more than 0".into());
+    }
+    Ok(d)
 }
 
 /// `--month=YYYY-MM | --day=YYYY-MM-DD`, exactly one.
@@ -232,10 +241,10 @@ pub fn pick_account<'a>(config: &'a Config, name: Option<&str>) -> Result<&'a Ac
     }
 }
 
-/// A client for the account.
-pub fn client_for(account: &Account) -> Result<Client, Failure> {
+/// A client for the account; one HTTP attempt takes at most `timeout`.
+pub fn client_for(account: &Account, timeout: Duration) -> Result<Client, Failure> {
     let mut opts = account.client_options();
-    opts.request_timeout = ATTEMPT_TIMEOUT;
+    opts.request_timeout = timeout;
     Client::new(opts).map_err(|e| {
         Failure::Usage(format!(
             "account {:?}: cannot build the API client: {e}",
@@ -250,24 +259,27 @@ pub struct Ctx {
     pub account: Account,
     pub client: Client,
     pub output: OutputFormat,
+    /// `--timeout`.
+    pub timeout: Duration,
 }
 
 impl Ctx {
     pub fn load(common: &CommonArgs) -> Result<Ctx, Failure> {
         let config = load_config(&common.config_file)?;
         let account = pick_account(&config, common.account.as_deref())?.clone();
-        let client = client_for(&account)?;
+        let client = client_for(&account, common.timeout)?;
         Ok(Ctx {
             config,
             account,
             client,
             output: common.output,
+            timeout: common.timeout,
         })
     }
 
-    /// The deadline of one look-up started now.
+    /// The deadline of one API call started now.
     pub fn deadline(&self) -> tokio::time::Instant {
-        tokio::time::Instant::now() + CALL_TIMEOUT
+        tokio::time::Instant::now() + self.timeout
     }
 
     pub fn api_failure(&self, what: &str, e: &ApiError) -> Failure {

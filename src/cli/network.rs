@@ -24,8 +24,6 @@ use tokio::time::Instant;
 
 /// ICCIDs per request, the API's maximum.
 pub const CHUNK: usize = 10;
-/// Upper bound of one network request.
-const POST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Times a request refused with HTTP 429 is sent again.
 const MAX_RATE_LIMITED_RESENDS: u32 = 3;
 
@@ -197,11 +195,12 @@ async fn send_chunk(
     client: &Client,
     chunk: &[String],
     on: bool,
+    timeout: Duration,
 ) -> Result<NetworkResult, ApiError> {
     let mut resends = 0;
     loop {
         match client
-            .card_network(chunk, on, Instant::now() + POST_TIMEOUT)
+            .card_network(chunk, on, Instant::now() + timeout)
             .await
         {
             Err(ApiError::RateLimited { retry_after }) if resends < MAX_RATE_LIMITED_RESENDS => {
@@ -273,7 +272,7 @@ async fn execute(
             sent.push(Sent::Skipped(why.clone()));
             continue;
         }
-        let outcome = match send_chunk(&ctx.client, chunk, on).await {
+        let outcome = match send_chunk(&ctx.client, chunk, on, ctx.timeout).await {
             Ok(r) => classify(chunk, r),
             Err(e) => {
                 let what = format!("request {} of {}", k + 1, chunks.len());
@@ -322,6 +321,7 @@ async fn execute(
             &ctx.client,
             &mut trackers,
             Instant::now() + args.wait_timeout,
+            ctx.timeout,
             &pb,
         )
         .await;
