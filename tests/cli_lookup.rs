@@ -253,6 +253,13 @@ async fn exit_codes_for_bad_usage_bad_config_and_api_failures() {
         r.stderr
     );
 
+    // --config.file before the subcommand works as well.
+    let flag = format!("--config.file={}", s.config.display());
+    run(None, &[&flag, "pool", "show", &code]).await.expect(0);
+    run(None, &[&flag, "backfill", "--days=2", "--months=0"])
+        .await
+        .expect(0);
+
     // Unknown pool: the API's 404 with message and trace id, exit 1.
     let r = run(cfg, &["pool", "show", "NO-SUCH-POOL"]).await;
     r.expect(1);

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Args)]
 pub struct BackfillArgs {
     /// Path to the configuration file.
-    #[arg(long = "config.file", value_name = "PATH", default_value = DEFAULT_CONFIG_FILE)]
+    #[arg(long = "config.file", value_name = "PATH", default_value = DEFAULT_CONFIG_FILE, global = true)]
     pub config_file: PathBuf,
     /// Only this account (default: every configured account).
     #[arg(long, value_name = "NAME")]
