@@ -122,6 +122,7 @@ fn bad_flags_exit_2() {
         &["simulate", "--listen=nowhere"],
         &["simulate", "--pools=-1"],
         &["simulate", "--app-key=k"],
+        &["simulate", "--path-prefix=nope"],
     ] {
         let out = Command::new(BIN).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

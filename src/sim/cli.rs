@@ -13,6 +13,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 200ms, 1s)"))
 }
 
+fn parse_prefix(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    if s.is_empty() || (s.starts_with('/') && !s.contains(['?', '#', ' '])) {
+        Ok(s.to_string())
+    } else {
+        Err("must be a path starting with '/'".into())
+    }
+}
+
 fn parse_ratio(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim()
@@ -64,6 +73,9 @@ pub struct SimulateArgs {
     /// Delay of the slow targets.
     #[arg(long = "slow-delay", value_parser = parse_duration, default_value = "30s")]
     pub slow_delay: Duration,
+    /// Serve the endpoints below this path (e.g. /open/tibiot); the base_url then ends with it.
+    #[arg(long = "path-prefix", value_parser = parse_prefix, default_value = "")]
+    pub path_prefix: String,
     /// One step of a network-operation batch.
     #[arg(long = "batch-step", value_parser = parse_duration, default_value = "400ms")]
     pub batch_step: Duration,
@@ -84,6 +96,7 @@ impl SimulateArgs {
             failing_targets: self.failing_targets.clone(),
             slow_targets: self.slow_targets.clone(),
             slow_delay: self.slow_delay,
+            path_prefix: self.path_prefix.clone(),
             ..SimOptions::default()
         }
     }
