@@ -121,6 +121,7 @@ fn bad_flags_exit_2() {
         &["simulate", "--latency=fast"],
         &["simulate", "--listen=nowhere"],
         &["simulate", "--pools=-1"],
+        &["simulate", "--cards=99999999999"],
         &["simulate", "--app-key=k"],
         &["simulate", "--path-prefix=nope"],
     ] {

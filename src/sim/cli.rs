@@ -13,6 +13,20 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 200ms, 1s)"))
 }
 
+fn count_parser(max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s: &str| {
+        let n: usize = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a whole number"))?;
+        if n <= max {
+            Ok(n)
+        } else {
+            Err(format!("at most {max}"))
+        }
+    }
+}
+
 fn parse_prefix(s: &str) -> Result<String, String> {
     let s = s.trim().trim_end_matches('/');
     if s.is_empty() || (s.starts_with('/') && !s.contains(['?', '#', ' '])) {
@@ -43,11 +57,11 @@ pub struct SimulateArgs {
     /// Seed of the generated world.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Number of pools.
-    #[arg(long, default_value_t = 8)]
+    /// Number of pools (at most 100000).
+    #[arg(long, default_value_t = 8, value_parser = count_parser(100_000))]
     pub pools: usize,
-    /// Number of cards.
-    #[arg(long, default_value_t = 40)]
+    /// Number of cards (at most 1000000).
+    #[arg(long, default_value_t = 40, value_parser = count_parser(1_000_000))]
     pub cards: usize,
     /// Latency added to every answer (e.g. 200ms).
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
