@@ -16,6 +16,9 @@ use tibiot_exporter::config;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Flags of the server (the default command).
+    #[command(flatten)]
+    serve: tibiot_exporter::serve::ServeFlags,
 }
 
 #[derive(Subcommand)]
@@ -26,6 +29,10 @@ enum Command {
         #[arg(long = "config.file", default_value = config::DEFAULT_CONFIG_FILE)]
         config_file: PathBuf,
     },
+    /// Run the embedded TIBIOT simulator (prints one JSON line, then serves until SIGINT/SIGTERM).
+    Simulate(tibiot_exporter::sim::cli::SimulateArgs),
+    /// Simulator + exporter with a generated configuration: zero setup.
+    Demo(tibiot_exporter::demo::DemoFlags),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +49,8 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::CheckConfig { config_file }) => config::check_config_command(&config_file),
-        None => ExitCode::SUCCESS,
+        None => tibiot_exporter::serve::run(cli.serve),
+        Some(Command::Simulate(args)) => tibiot_exporter::sim::cli::run(args),
+        Some(Command::Demo(d)) => tibiot_exporter::demo::run(d, cli.serve.log),
     }
 }

@@ -1,0 +1,167 @@
+//! The `tibiot-exporter simulate` command: starts the simulator, prints one JSON line
+//! `{"listen","app_key","app_secret","pools","cards"}` as the first line on stdout, and serves
+//! until SIGINT or SIGTERM.
+
+use super::{SimHandle, SimOptions};
+use clap::Args;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 200ms, 1s)"))
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("must be between 0 and 1".into())
+    }
+}
+
+/// Flags of `simulate`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Seed of the generated world.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Number of pools.
+    #[arg(long, default_value_t = 8)]
+    pub pools: usize,
+    /// Number of cards.
+    #[arg(long, default_value_t = 40)]
+    pub cards: usize,
+    /// Latency added to every answer (e.g. 200ms).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub latency: Duration,
+    /// Share of requests (0..1) answered with a random fault.
+    #[arg(long = "error-rate", value_parser = parse_ratio, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// App key to verify (made up when absent).
+    #[arg(long = "app-key", requires = "app_secret")]
+    pub app_key: Option<String>,
+    /// App secret to verify (made up when absent).
+    #[arg(long = "app-secret", requires = "app_key")]
+    pub app_secret: Option<String>,
+    /// Do not verify signatures (`auth: none`).
+    #[arg(long = "no-auth")]
+    pub no_auth: bool,
+    /// A pool code or ICCID whose every request answers HTTP 500 (repeatable).
+    #[arg(long = "failing-target")]
+    pub failing_targets: Vec<String>,
+    /// A pool code or ICCID whose every request answers after --slow-delay (repeatable).
+    #[arg(long = "slow-target")]
+    pub slow_targets: Vec<String>,
+    /// Delay of the slow targets.
+    #[arg(long = "slow-delay", value_parser = parse_duration, default_value = "30s")]
+    pub slow_delay: Duration,
+    /// One step of a network-operation batch.
+    #[arg(long = "batch-step", value_parser = parse_duration, default_value = "400ms")]
+    pub batch_step: Duration,
+}
+
+impl SimulateArgs {
+    pub fn options(&self) -> SimOptions {
+        SimOptions {
+            seed: self.seed,
+            pools: self.pools,
+            cards: self.cards,
+            latency: self.latency,
+            error_rate: self.error_rate,
+            app_key: self.app_key.clone(),
+            app_secret: self.app_secret.clone(),
+            auth: !self.no_auth,
+            batch_step: self.batch_step,
+            failing_targets: self.failing_targets.clone(),
+            slow_targets: self.slow_targets.clone(),
+            slow_delay: self.slow_delay,
+            ..SimOptions::default()
+        }
+    }
+}
+
+/// The first stdout line.
+pub fn announcement(sim: &SimHandle) -> String {
+    // Written by hand to keep the documented key order (`listen` first).
+    let j = |v: serde_json::Value| v.to_string();
+    format!(
+        "{{\"listen\":{},\"app_key\":{},\"app_secret\":{},\"pools\":{},\"cards\":{}}}",
+        j(sim.addr().to_string().into()),
+        j(sim.app_key().into()),
+        j(sim.app_secret().into()),
+        j(sim.pools().into()),
+        j(sim.cards().into()),
+    )
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs `simulate`; returns the exit status.
+pub fn run(args: SimulateArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let sim = match SimHandle::start(args.options(), args.listen).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}: {e}", args.listen);
+                return ExitCode::from(1);
+            }
+        };
+        let line = announcement(&sim);
+        {
+            let mut out = std::io::stdout().lock();
+            if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                eprintln!("error: cannot write to stdout");
+                return ExitCode::from(1);
+            }
+        }
+        eprintln!(
+            "simulator serving {} pools and {} cards on http://{} (auth: {}); Ctrl-C to stop",
+            sim.pools().len(),
+            sim.cards().len(),
+            sim.addr(),
+            if args.no_auth { "none" } else { "hmac-sha256" }
+        );
+        wait_for_signal().await;
+        sim.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,206 @@
+//! Basic auth and self-protection over real HTTP: 401 with `WWW-Authenticate: Basic` for
+//! missing, wrong and unknown credentials on every endpoint; 200 with the right ones; verified
+//! credentials come from the cache on later requests; the concurrency limit answers 503, the
+//! request timeout answers 503, an oversized body 413.
+
+mod web_support;
+
+use std::time::Duration;
+use tibiot_exporter::web::Limits;
+use web_support::*;
+
+const PATHS: &[&str] = &["/", "/metrics", "/config", "/-/healthy", "/no-such-page"];
+
+#[tokio::test]
+async fn basic_auth_covers_every_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("web.yml");
+    write_atomically(
+        &cfg,
+        &format!(
+            "basic_auth_users:\n  prometheus: {}\n  alice: {}\n",
+            hash("scrape-pass"),
+            hash("alice-pass")
+        ),
+    );
+    let srv = start(options(Some(cfg))).await;
+    let c = plain_client();
+
+    for path in PATHS {
+        for (user, pass) in [
+            (None, None),
+            (Some("prometheus"), Some("wrong")),
+            (Some("prometheus"), None),
+            (Some("nobody"), Some("scrape-pass")),
+            (Some("alice"), Some("scrape-pass")),
+        ] {
+            let mut req = c.get(srv.http(path));
+            if let Some(u) = user {
+                req = req.basic_auth(u, pass);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 401, "{path} {user:?} {pass:?}");
+            assert_eq!(r.headers()["www-authenticate"], "Basic");
+        }
+        let r = c
+            .get(srv.http(path))
+            .basic_auth("prometheus", Some("scrape-pass"))
+            .send()
+            .await
+            .unwrap();
+        let want = if *path == "/no-such-page" { 404 } else { 200 };
+        assert_eq!(r.status(), want, "{path}");
+    }
+    let r = c.post(srv.http("/-/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "POST /-/reload needs auth too");
+    let r = c
+        .post(srv.http("/-/reload"))
+        .basic_auth("alice", Some("alice-pass"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A malformed Authorization header is a plain 401.
+    let r = c
+        .get(srv.http("/"))
+        .header("authorization", "Basic %%%")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn verified_credentials_are_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("web.yml");
+    write_atomically(&cfg, &format!("basic_auth_users:\n  p: {}\n", hash("pw")));
+    let srv = start(options(Some(cfg.clone()))).await;
+    let c = plain_client();
+    let get = |user: &'static str, pw: &'static str| {
+        let c = c.clone();
+        let url = srv.http("/metrics");
+        async move {
+            c.get(url)
+                .basic_auth(user, Some(pw))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(get("p", "pw").await, 200);
+    let after_first = srv.stats.auth();
+    assert_eq!(after_first.bcrypt_runs, 1);
+    for _ in 0..5 {
+        assert_eq!(get("p", "pw").await, 200);
+    }
+    let s = srv.stats.auth();
+    assert_eq!(s.bcrypt_runs, 1, "no bcrypt for cached credentials: {s:?}");
+    assert_eq!(s.cache_hits, 5);
+    // Wrong passwords and unknown users are never served from the cache: each pays bcrypt.
+    assert_eq!(get("p", "nope").await, 401);
+    assert_eq!(get("q", "pw").await, 401);
+    assert_eq!(srv.stats.auth().bcrypt_runs, 3);
+    // A new hash for the same password misses the cache (the key includes the hash).
+    write_atomically(&cfg, &format!("basic_auth_users:\n  p: {}\n", hash("pw")));
+    eventually("the new hash is verified with bcrypt", || async {
+        let before = srv.stats.auth().bcrypt_runs;
+        get("p", "pw").await == 200 && srv.stats.auth().bcrypt_runs > before
+    })
+    .await;
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn concurrency_limit_answers_503() {
+    let opts = tibiot_exporter::web::ServerOptions {
+        limits: Limits {
+            max_concurrent_requests: 2,
+            ..Limits::default()
+        },
+        ..options(None)
+    };
+    let srv = start(opts).await;
+    let c = plain_client();
+    // Two requests that never finish hold both slots.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tokio::spawn(c.get(srv.http("/slow")).send()));
+    }
+    eventually("a third request is refused with 503", || async {
+        let r = c.get(srv.http("/")).send().await.unwrap();
+        r.status() == 503 && r.headers().contains_key("retry-after")
+    })
+    .await;
+    for h in &held {
+        h.abort();
+    }
+    eventually("slots are free again once the clients go away", || async {
+        c.get(srv.http("/")).send().await.unwrap().status() == 200
+    })
+    .await;
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn request_timeout_and_body_limit() {
+    let opts = tibiot_exporter::web::ServerOptions {
+        limits: Limits {
+            request_timeout: Duration::from_millis(300),
+            max_request_body_bytes: 1024,
+            ..Limits::default()
+        },
+        ..options(None)
+    };
+    let srv = start(opts).await;
+    let c = plain_client();
+    let r = c.get(srv.http("/slow")).send().await.unwrap();
+    assert_eq!(r.status(), 503, "a handler over the request timeout");
+    let r = c
+        .post(srv.http("/echo"))
+        .body(vec![b'x'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "1000 bytes");
+    let r = c
+        .post(srv.http("/echo"))
+        .body(vec![b'x'; 5000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let entered = std::sync::Arc::new(tokio::sync::Notify::new());
+    let e = entered.clone();
+    let router = test_router().route(
+        "/takes-a-moment",
+        axum::routing::get(move || async move {
+            e.notify_one();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            "done"
+        }),
+    );
+    let srv = start_with(options(None), router).await;
+    let c = plain_client();
+    let url = srv.http("/takes-a-moment");
+    let inflight = tokio::spawn(async move { c.get(url).send().await.unwrap().text().await });
+    // Once the request is in the handler, stop the server.
+    tokio::time::timeout(Duration::from_secs(30), entered.notified())
+        .await
+        .expect("the request reaches the handler");
+    let addr = srv.addr;
+    srv.stop().await;
+    assert_eq!(inflight.await.unwrap().unwrap(), "done");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
