@@ -465,7 +465,7 @@ fn deeply_nested_body_is_an_error_not_a_crash() {
 fn exact_floats_decode_exactly() {
     for v in [
         -997440370133586.5f64,
-        123456789.123456789,
+        123456789.12345679,
         0.1,
         4503599627370495.5,
     ] {

@@ -232,7 +232,9 @@ fn arb_secret() -> impl Strategy<Value = String> {
 /// A secret written into YAML: unquoted when that reads back as the same scalar text,
 /// double-quoted otherwise.
 fn yaml_scalar(s: &str, quote: bool) -> String {
-    let plain_ok = s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=_-".contains(&b))
+    let plain_ok = s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"+/=_-".contains(&b))
         && !s.starts_with('-');
     if quote || !plain_ok {
         serde_json::to_string(s).unwrap()
@@ -408,9 +410,18 @@ proptest! {
 #[test]
 fn error_messages_name_the_key_once() {
     for (yaml, key) in [
-        ("accounts:\n  - name: a\n    base_url: http://x\n    auth: none\n    pools: [1.5]\n", "accounts[0].pools[0]"),
-        ("accounts:\n  - name: a\n    base_url: http://x\n    auth: none\n    bogus: 1\n", "accounts[0].bogus"),
-        ("accounts:\n  - name: a\n    base_url: http://x\n    app_key: k\n    app_secret: [a]\n", "accounts[0].app_secret"),
+        (
+            "accounts:\n  - name: a\n    base_url: http://x\n    auth: none\n    pools: [1.5]\n",
+            "accounts[0].pools[0]",
+        ),
+        (
+            "accounts:\n  - name: a\n    base_url: http://x\n    auth: none\n    bogus: 1\n",
+            "accounts[0].bogus",
+        ),
+        (
+            "accounts:\n  - name: a\n    base_url: http://x\n    app_key: k\n    app_secret: [a]\n",
+            "accounts[0].app_secret",
+        ),
     ] {
         let e = parse(yaml).unwrap_err();
         assert_eq!(e.key, key);
