@@ -103,26 +103,26 @@ pub fn announcement(sim: &SimHandle) -> String {
     )
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (before
+/// the announcement is printed), so a signal sent right after reading it is not missed.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
 
 /// Runs `simulate`; returns the exit status.
@@ -145,6 +145,13 @@ pub fn run(args: SimulateArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        let stop = match shutdown_signal() {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: cannot install signal handlers: {e}");
+                return ExitCode::from(1);
+            }
+        };
         let line = announcement(&sim);
         {
             let mut out = std::io::stdout().lock();
@@ -160,7 +167,7 @@ pub fn run(args: SimulateArgs) -> ExitCode {
             sim.addr(),
             if args.no_auth { "none" } else { "hmac-sha256" }
         );
-        wait_for_signal().await;
+        stop.await;
         sim.shutdown().await;
         ExitCode::SUCCESS
     })
