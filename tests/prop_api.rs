@@ -3,7 +3,7 @@
 //! cleaning applied to upstream messages. Upstream bytes are hostile: none of these may panic,
 //! and well-formed values in any of the accepted spellings must decode to the right value.
 //!
-//! Cases per property: `PROPTEST_CASES` (default 512). A longer run, as documented in the
+//! Cases per property: `PROPTEST_CASES` (default 256). A longer run, as documented in the
 //! README: `PROPTEST_CASES=20000 cargo test --release --test prop_api`.
 
 use proptest::prelude::*;
@@ -225,7 +225,7 @@ fn put(obj: &mut serde_json::Map<String, Value>, key: &str, f: (Option<i64>, Spe
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(256))]
 
     /// Arbitrary bytes never panic any decoder.
     #[test]
