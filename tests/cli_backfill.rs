@@ -273,3 +273,100 @@ async fn backfill_windows_accounts_and_failures() {
     );
     assert!(r.stderr.contains("2 of 6 requests failed"), "{}", r.stderr);
 }
+
+/// `name{labels}` → value, for the four history families of an exposition text.
+fn history_series(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| {
+            l.starts_with("tibiot_pool_daily_usage_bytes{")
+                || l.starts_with("tibiot_pool_monthly_usage_bytes{")
+                || l.starts_with("tibiot_card_daily_usage_bytes{")
+                || l.starts_with("tibiot_card_monthly_usage_bytes{")
+        })
+        .map(|l| {
+            let end = l.rfind('}').expect("labels end");
+            let value = l[end + 1..].split_whitespace().next().unwrap();
+            (l[..=end].to_owned(), value.parse::<f64>().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_series_are_the_live_exporters_series() {
+    let sim = sim(SimOptions {
+        pools: 2,
+        cards: 2,
+        ..fast()
+    })
+    .await;
+    sim.freeze_clock(Some(Utc::now()));
+    let s = config(
+        &sim,
+        &sim.pools(),
+        &sim.cards(),
+        "  history:\n    card_days: 5\n    card_months: 3\n",
+    );
+    let r = run(Some(&s.config), &["backfill"]).await;
+    r.expect(0);
+    let backfilled = history_series(&r.stdout);
+    assert_eq!(backfilled.len(), 2 * (29 + 11) + 2 * (4 + 2));
+
+    // The exporter itself, on the same configuration and simulator.
+    let mut child = tokio::process::Command::new(BIN)
+        .arg(format!("--config.file={}", s.config.display()))
+        .arg("--web.listen-address=127.0.0.1:0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("exporter starts");
+    let stderr = child.stderr.take().unwrap();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(i) = line.find("msg=listening address=") {
+                let rest = &line[i + "msg=listening address=".len()..];
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("the exporter exited without listening");
+    })
+    .await
+    .expect("the exporter listens in time");
+
+    // History arrives over a few scrapes at most (each bounded by collect.timeout).
+    let http = reqwest::Client::new();
+    let mut live = BTreeMap::new();
+    for _ in 0..20 {
+        let text = http
+            .get(format!("http://{addr}/metrics"))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        live = history_series(&text);
+        if backfilled.keys().all(|k| live.contains_key(k)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    child.kill().await.ok();
+    for (series, value) in &backfilled {
+        assert_eq!(live.get(series), Some(value), "{series}");
+    }
+    // What the live exporter has beyond the backfill is today and this month only.
+    let today = tibiot_exporter::calendar::format_day(sim.today());
+    let month = Month::of(sim.today()).to_string();
+    for series in live.keys().filter(|k| !backfilled.contains_key(*k)) {
+        assert!(
+            series.contains(&format!("date=\"{today}\""))
+                || series.contains(&format!("month=\"{month}\"")),
+            "{series} is live but not backfilled"
+        );
+    }
+}

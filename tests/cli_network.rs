@@ -503,3 +503,93 @@ async fn no_wait_then_batch_status() {
     r.expect(1);
     assert!(r.stderr.contains("code=404"), "{}", r.stderr);
 }
+
+/// Runs the binary on a pseudo-terminal (Python's `pty`), answers the confirmation prompt
+/// with `answer`, and returns (exit code, everything the terminal showed).
+async fn on_terminal(args: &[String], answer: &str) -> (i32, String) {
+    const DRIVER: &str = r#"
+import json, os, pty, select, sys, time
+argv = json.loads(sys.argv[1]); answer = sys.argv[2]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+out = b""
+def pump(until, stop):
+    global out
+    while time.time() < until and not stop():
+        r, _, _ = select.select([fd], [], [], 0.5)
+        if r:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                return True
+            if not chunk:
+                return True
+            out += chunk
+    return False
+pump(time.time() + 60, lambda: b"[y/N]" in out)
+os.write(fd, answer.encode() + b"\n")
+pump(time.time() + 90, lambda: False)
+_, status = os.waitpid(pid, 0)
+print(json.dumps({"code": os.waitstatus_to_exitcode(status), "out": out.decode("utf-8", "replace")}))
+"#;
+    let mut argv = vec![BIN.to_owned()];
+    argv.extend(args.iter().cloned());
+    let child = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(DRIVER)
+        .arg(serde_json::to_string(&argv).unwrap())
+        .arg(answer)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 starts");
+    let out = tokio::time::timeout(RUN_BOUND, child.wait_with_output())
+        .await
+        .expect("the terminal session ends in time")
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "driver output ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (
+        v["code"].as_i64().unwrap() as i32,
+        v["out"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_the_prompt_names_the_action_and_count_and_only_yes_sends() {
+    let sim = sim(fast()).await;
+    let cards: Vec<String> = sim.cards()[..3].to_vec();
+    all_normal(&sim, &cards);
+    let s = config(&sim, &[], &[], "");
+    let mut args = vec![
+        "card".to_owned(),
+        "network".to_owned(),
+        "--disable".to_owned(),
+        format!("--config.file={}", s.config.display()),
+    ];
+    args.extend(cards.iter().cloned());
+
+    let (code, out) = on_terminal(&args, "n").await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("Disable the network of 3 cards on account \"main\" (1 request)? [y/N]"),
+        "{out}"
+    );
+    assert!(out.contains("nothing was sent"), "{out}");
+    assert_eq!(sim.total_requests(), 0);
+
+    let (code, out) = on_terminal(&args, "y").await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(sim.requests(Endpoint::CardNetwork), 1);
+    assert!(out.contains("disable: 3 cards: 3 done"), "{out}");
+    for c in &cards {
+        assert_eq!(sim.card_detail(c).unwrap().card_status, Some(4));
+    }
+}

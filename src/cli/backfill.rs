@@ -328,12 +328,19 @@ pub fn run(args: BackfillArgs) -> Result<(), Failure> {
     run_async(async move {
         let started = std::time::Instant::now();
         let total = work.len();
+        let pb = super::batch::counter_bar(total as u64, "backfill", "requests");
+        let pb = &pb;
         let mut results: Vec<(usize, Result<Option<f64>, ApiError>)> =
             futures::stream::iter(work.iter().enumerate())
-                .map(|(i, (limits, job))| async move { (i, limits.fetch(job).await) })
+                .map(|(i, (limits, job))| async move {
+                    let r = limits.fetch(job).await;
+                    pb.inc(1);
+                    (i, r)
+                })
                 .buffer_unordered(concurrency * accounts.len())
                 .collect()
                 .await;
+        pb.finish_and_clear();
         results.sort_by_key(|(i, _)| *i);
         let mut samples = Vec::new();
         let mut failed = 0usize;

@@ -187,13 +187,18 @@ impl Tracker {
 
 /// A progress bar on stderr over `total` cards; hidden when stderr is not a terminal.
 pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
+    counter_bar(total, what, "cards final")
+}
+
+/// A progress bar on stderr counting `unit`s; hidden when stderr is not a terminal.
+pub fn counter_bar(total: u64, what: &str, unit: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} {prefix} [{bar:30}] {pos}/{len} cards final {msg} ({elapsed})",
-    ) {
+    let template =
+        format!("{{spinner}} {{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{elapsed}}) {{msg}}");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_prefix(what.to_owned());
@@ -238,7 +243,7 @@ pub async fn follow(
         progress.set_length(total as u64);
         progress.set_position(fin as u64);
         progress.set_message(if failed > 0 {
-            format!("({failed} failed)")
+            format!("{failed} failed")
         } else {
             String::new()
         });

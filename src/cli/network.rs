@@ -463,7 +463,10 @@ fn followed(tracker: Option<&Tracker>, iccid: &str) -> (CardResult, Option<Strin
     let st = t.state_of(iccid).and_then(|c| c.state);
     match st.and_then(OperationState::from_code) {
         Some(OperationState::Done) => (CardResult::Done, None),
-        Some(OperationState::Failed) => (CardResult::Failed, None),
+        Some(OperationState::Failed) => (
+            CardResult::Failed,
+            Some("the batch reports the operation failed".into()),
+        ),
         other => {
             let result = match other {
                 Some(OperationState::Running) => CardResult::Running,
