@@ -204,3 +204,45 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         "no longer accepting"
     );
 }
+
+/// Not a timed test: prints the latency of cached and uncached basic auth once, for the record.
+/// `cargo test --release --test web_auth -- --ignored --nocapture measure`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_basic_auth_latency() {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("web.yml");
+    let h = bcrypt::hash("pw", 10).unwrap();
+    write_atomically(&cfg, &format!("basic_auth_users:\n  p: {h}\n"));
+    let srv = start(options(Some(cfg))).await;
+    let c = plain_client();
+    let req = |u: &'static str, p: &'static str| c.get(srv.http("/metrics")).basic_auth(u, Some(p));
+    req("x", "y").send().await.unwrap(); // open the connection
+    let t = Instant::now();
+    assert_eq!(req("p", "pw").send().await.unwrap().status(), 200);
+    let uncached = t.elapsed();
+    let n = 200;
+    let t = Instant::now();
+    for _ in 0..n {
+        assert_eq!(req("p", "pw").send().await.unwrap().status(), 200);
+    }
+    let cached = t.elapsed() / n;
+    let t = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(req("p", "bad").send().await.unwrap().status(), 401);
+    }
+    let wrong = t.elapsed() / 5;
+    let t = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(req("nobody", "bad").send().await.unwrap().status(), 401);
+    }
+    let unknown = t.elapsed() / 5;
+    let s = srv.stats.auth();
+    assert_eq!(s.cache_hits, u64::from(n));
+    eprintln!(
+        "bcrypt cost 10: uncached {uncached:?}, cached {cached:?}, wrong password {wrong:?}, \
+         unknown user {unknown:?} ({s:?})"
+    );
+    srv.stop().await;
+}

@@ -168,6 +168,14 @@ fn check_reload(watched: &Mutex<Watched>, shared: &Shared) {
     }
 }
 
+/// Checks a web config file completely (YAML, keys, hashes, certificate and key files), as
+/// `promtool check web-config` does. Blocking.
+pub fn check_file(path: &Path) -> Result<(), WebConfigError> {
+    let cfg = WebConfig::load(path)?;
+    Active::build(&cfg).map_err(|e| e.in_file(path))?;
+    Ok(())
+}
+
 /// Binds `:PORT` (every interface), `HOST:PORT` or `[V6]:PORT`.
 pub async fn bind_address(listen: &str) -> Result<TcpListener, ServeError> {
     let bind_err = |source| ServeError::Bind {
@@ -288,7 +296,12 @@ impl WebServer {
         let limits = options.limits.clone();
         let app = guard::protect(router, shared.clone(), &limits);
         let addr = listener.local_addr()?;
-        tracing::info!(address = %addr, tls = shared.current().tls.is_some(), "listening");
+        tracing::info!(
+            address = %addr,
+            tls = shared.current().tls.is_some(),
+            basic_auth = shared.current().users.is_some(),
+            "serving HTTP"
+        );
 
         let reloader = watched.map(|w| {
             let shared = shared.clone();
