@@ -6,6 +6,13 @@
 
 pub mod api;
 pub mod calendar;
+pub mod cli;
+pub mod collect;
 pub mod config;
+pub mod demo;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod serve;
 pub mod sim;
 pub mod web;

@@ -16,6 +16,9 @@ use tibiot_exporter::config;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Flags of the server (the default command).
+    #[command(flatten)]
+    serve: tibiot_exporter::serve::ServeFlags,
 }
 
 #[derive(Subcommand)]
@@ -28,6 +31,16 @@ enum Command {
     },
     /// Run the embedded TIBIOT simulator (prints one JSON line, then serves until SIGINT/SIGTERM).
     Simulate(tibiot_exporter::sim::cli::SimulateArgs),
+    /// Simulator + exporter with a generated configuration: zero setup.
+    Demo(tibiot_exporter::demo::DemoFlags),
+    /// Look up a flow pool: `pool show CODE`, `pool usage CODE --month|--day`.
+    Pool(tibiot_exporter::cli::PoolArgs),
+    /// Look up cards and switch their network: `card show|usage|network`.
+    Card(tibiot_exporter::cli::CardArgs),
+    /// Follow a network-operation batch: `batch status BATCHCODE [--wait]`.
+    Batch(tibiot_exporter::cli::BatchArgs),
+    /// Print the last days' and months' usage as OpenMetrics with timestamps, for promtool.
+    Backfill(tibiot_exporter::cli::backfill::BackfillArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,7 +57,12 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::CheckConfig { config_file }) => config::check_config_command(&config_file),
-        None => ExitCode::SUCCESS,
+        None => tibiot_exporter::serve::run(cli.serve),
         Some(Command::Simulate(args)) => tibiot_exporter::sim::cli::run(args),
+        Some(Command::Demo(d)) => tibiot_exporter::demo::run(d, cli.serve.log),
+        Some(Command::Pool(a)) => tibiot_exporter::cli::pool_command(a),
+        Some(Command::Card(a)) => tibiot_exporter::cli::card_command(a),
+        Some(Command::Batch(a)) => tibiot_exporter::cli::batch_command(a),
+        Some(Command::Backfill(a)) => tibiot_exporter::cli::backfill_command(a),
     }
 }

@@ -1,0 +1,282 @@
+//! Day and month usage history on the API calendar. Each day and month in the configured
+//! window is its own cached [`Slot`]: a closed day (or month) fetched after it ended is
+//! immutable and never fetched again while it stays in the window; today and this month are
+//! refreshed after `history_ttl`. Entries that leave the window are dropped. The encoder
+//! reads an immutable [`HistView`], rebuilt only when something changed.
+
+use super::cache::{FetchError, Slot};
+use crate::calendar::{ApiCalendar, Month, format_day};
+use chrono::NaiveDate;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The periods a scrape covers for one kind of target (computed once per scrape).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub today: NaiveDate,
+    /// Oldest first, today last, with the unix second each day ends.
+    pub days: Vec<(NaiveDate, i64)>,
+    /// Oldest first, this month last, with the unix second each month ends.
+    pub months: Vec<(Month, i64)>,
+}
+
+impl Window {
+    pub fn new(cal: &ApiCalendar, today: NaiveDate, days: u32, months: u32) -> Self {
+        Self {
+            today,
+            days: cal
+                .last_days(today, days.min(30))
+                .into_iter()
+                .map(|d| (d, cal.day_end(d)))
+                .collect(),
+            months: cal
+                .last_months(today, months.min(12))
+                .into_iter()
+                .map(|m| (m, cal.month_end(m)))
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.days.is_empty() && self.months.is_empty()
+    }
+}
+
+/// One period of a target's history.
+pub type PeriodSlot = Slot<Option<f64>>;
+
+/// The cached history of one target.
+#[derive(Debug, Default)]
+pub struct History {
+    pub days: BTreeMap<NaiveDate, PeriodSlot>,
+    pub months: BTreeMap<Month, PeriodSlot>,
+    aligned_to: Option<(NaiveDate, usize, usize)>,
+    view: Option<Arc<HistView>>,
+}
+
+/// A period needs fetching: a closed one until it was fetched after it ended, an open one
+/// after `ttl`; never while a fetch is in flight.
+#[inline]
+pub fn period_due(
+    slot: &PeriodSlot,
+    end_unix: i64,
+    now: Instant,
+    now_unix: f64,
+    ttl: Duration,
+) -> bool {
+    if slot.inflight.is_some() {
+        return false;
+    }
+    match &slot.good {
+        Some(g) if g.at_unix >= end_unix as f64 => false,
+        // Fetched while the period was open, and it has ended since: fetch the final value.
+        Some(_) if now_unix >= end_unix as f64 => true,
+        _ => !slot.is_fresh(now, ttl),
+    }
+}
+
+impl History {
+    /// Makes the slots match the window: drops periods that left it, adds new ones. Cheap
+    /// when the window did not move.
+    pub fn align(&mut self, w: &Window) {
+        let key = (w.today, w.days.len(), w.months.len());
+        if self.aligned_to == Some(key) {
+            return;
+        }
+        self.aligned_to = Some(key);
+        let first_day = w.days.first().map(|d| d.0);
+        self.days
+            .retain(|d, _| first_day.is_some_and(|f| *d >= f) && *d <= w.today);
+        for (d, _) in &w.days {
+            self.days.entry(*d).or_default();
+        }
+        let first_month = w.months.first().map(|m| m.0);
+        let this_month = Month::of(w.today);
+        self.months
+            .retain(|m, _| first_month.is_some_and(|f| *m >= f) && *m <= this_month);
+        for (m, _) in &w.months {
+            self.months.entry(*m).or_default();
+        }
+        self.view = None;
+    }
+
+    /// Forgets the view after a slot changed.
+    pub fn invalidate(&mut self) {
+        self.view = None;
+    }
+
+    /// The immutable view of the cached values and their health.
+    pub fn view(&mut self, cal: &ApiCalendar) -> Arc<HistView> {
+        if let Some(v) = &self.view {
+            return v.clone();
+        }
+        let mut ok = true;
+        let mut attempted = false;
+        let mut last_success: Option<f64> = None;
+        let mut last_error: Option<Arc<FetchError>> = None;
+        let mut note = |s: &PeriodSlot| {
+            if let Some(r) = s.last_ok {
+                attempted = true;
+                ok &= r;
+            }
+            if let Some(g) = &s.good {
+                last_success = Some(last_success.map_or(g.at_unix, |l: f64| l.max(g.at_unix)));
+            }
+            if let Some(e) = &s.last_error {
+                if last_error.as_ref().is_none_or(|l| l.at_unix < e.at_unix) {
+                    last_error = Some(e.clone());
+                }
+            }
+        };
+        let mut days = Vec::with_capacity(self.days.len());
+        for (d, s) in &self.days {
+            note(s);
+            if let Some(g) = &s.good
+                && let Some(bytes) = g.value
+            {
+                days.push(Point {
+                    label: format_day(*d).into_boxed_str(),
+                    bytes,
+                    at: g.at,
+                    immutable: g.at_unix >= cal.day_end(*d) as f64,
+                });
+            }
+        }
+        let mut months = Vec::with_capacity(self.months.len());
+        for (m, s) in &self.months {
+            note(s);
+            if let Some(g) = &s.good
+                && let Some(bytes) = g.value
+            {
+                months.push(Point {
+                    label: m.to_string().into_boxed_str(),
+                    bytes,
+                    at: g.at,
+                    immutable: g.at_unix >= cal.month_end(*m) as f64,
+                });
+            }
+        }
+        let v = Arc::new(HistView {
+            days,
+            months,
+            ok,
+            attempted,
+            last_success,
+            last_error,
+        });
+        self.view = Some(v.clone());
+        v
+    }
+
+    /// Whether any period is being fetched right now.
+    pub fn any_inflight(&self) -> bool {
+        self.days.values().any(|s| s.inflight.is_some())
+            || self.months.values().any(|s| s.inflight.is_some())
+    }
+}
+
+/// One served period.
+#[derive(Debug, Clone)]
+pub struct Point {
+    /// `YYYY-MM-DD` or `YYYY-MM`.
+    pub label: Box<str>,
+    pub bytes: f64,
+    pub at: Instant,
+    /// Closed and fetched after it ended: never stale.
+    pub immutable: bool,
+}
+
+impl Point {
+    #[inline]
+    pub fn served(&self, now: Instant, stale_after: Duration) -> bool {
+        self.immutable || now.saturating_duration_since(self.at) < stale_after
+    }
+}
+
+/// The history of one target as the encoder sees it.
+#[derive(Debug, Default)]
+pub struct HistView {
+    pub days: Vec<Point>,
+    pub months: Vec<Point>,
+    /// No period failed at its latest attempt.
+    pub ok: bool,
+    pub attempted: bool,
+    pub last_success: Option<f64>,
+    pub last_error: Option<Arc<FetchError>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calendar::parse_day;
+
+    #[test]
+    fn window_alignment_and_due_rules() {
+        let cal = ApiCalendar::default();
+        let today = parse_day("2026-03-02").unwrap();
+        let w = Window::new(&cal, today, 3, 2);
+        assert_eq!(
+            w.days.iter().map(|d| format_day(d.0)).collect::<Vec<_>>(),
+            ["2026-02-28", "2026-03-01", "2026-03-02"]
+        );
+        let mut h = History::default();
+        h.align(&w);
+        assert_eq!(h.days.len(), 3);
+        assert_eq!(h.months.len(), 2);
+        let now = Instant::now();
+        let ttl = Duration::from_secs(60);
+        // Nothing fetched yet: everything is due.
+        for (d, end) in &w.days {
+            assert!(period_due(&h.days[d], *end, now, 0.0, ttl));
+        }
+        // A closed day fetched after its end is immutable, whatever the TTL.
+        let closed = w.days[0];
+        h.days.get_mut(&closed.0).unwrap().record(Ok(Some(5.0)));
+        assert!(!period_due(
+            &h.days[&closed.0],
+            closed.1,
+            now,
+            f64::MAX,
+            Duration::ZERO
+        ));
+        // The window moves: the oldest day leaves, a new one arrives.
+        let w2 = Window::new(&cal, parse_day("2026-03-03").unwrap(), 3, 2);
+        h.align(&w2);
+        assert!(!h.days.contains_key(&closed.0));
+        assert_eq!(h.days.len(), 3);
+        let v = h.view(&cal);
+        assert!(v.days.is_empty());
+        assert!(!v.attempted);
+    }
+
+    #[test]
+    fn partial_closed_day_is_due_again() {
+        let mut s: PeriodSlot = Slot::default();
+        s.record(Ok(Some(1.0)));
+        // Fetched "now", the period ended one second ago... but fetched after: immutable.
+        let now_unix = super::super::cache::unix_now();
+        let end = now_unix as i64 - 1;
+        assert!(!period_due(
+            &s,
+            end,
+            Instant::now(),
+            now_unix,
+            Duration::ZERO
+        ));
+        // A period that ends in the future is open: refreshed after the TTL only.
+        let end = end + 3600;
+        let fresh = Duration::from_secs(60);
+        assert!(!period_due(&s, end, Instant::now(), now_unix, fresh));
+        assert!(period_due(
+            &s,
+            end,
+            Instant::now(),
+            now_unix,
+            Duration::ZERO
+        ));
+        // Once that period has ended, the partial value is fetched again.
+        assert!(period_due(&s, end, Instant::now(), end as f64 + 1.0, fresh));
+    }
+}

@@ -1,0 +1,400 @@
+//! One scrape: plan what is due (no allocation when nothing is), start each due fetch as a
+//! spawned task behind a shared future stored in the target's slot (concurrent scrapes join
+//! it instead of calling upstream again), wait for them until the deadline — the timeout is
+//! around the wait, not the fetch, so a fetch that outlives a scrape still fills the cache for
+//! the next — and freeze a [`Snapshot`].
+
+use super::cache::{FetchError, InFlight, Slot, unix_now};
+use super::history::{Window, period_due};
+use super::{
+    AccountRt, AccountSnap, Collector, Fetchable, Health, ProbeResult, Runtime, Snapshot, Target,
+    TargetSnap, lock,
+};
+use crate::calendar::Month;
+use crate::config::CollectConfig;
+use futures::FutureExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What a scrape covers.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    All,
+    Pool { account: String, code: String },
+    Card { account: String, iccid: String },
+}
+
+/// The history windows of one scrape.
+struct Windows {
+    pool: Option<Window>,
+    card: Option<Window>,
+}
+
+impl Windows {
+    fn new(c: &CollectConfig) -> Self {
+        let today = c.calendar.today();
+        let h = &c.history;
+        let pool = Window::new(&c.calendar, today, h.pool_days, h.pool_months);
+        let card = Window::new(&c.calendar, today, h.card_days, h.card_months);
+        Self {
+            pool: (!pool.is_empty()).then_some(pool),
+            card: (!card.is_empty()).then_some(card),
+        }
+    }
+}
+
+struct Plan<'a> {
+    settings: &'a CollectConfig,
+    now: Instant,
+    now_unix: f64,
+    waits: Vec<InFlight>,
+}
+
+impl Collector {
+    /// Collects everything due and returns the snapshot to encode. Never fails: what did not
+    /// arrive before `deadline` is reported as failed and keeps being fetched.
+    pub async fn scrape(&self, deadline: Instant) -> Snapshot {
+        let started = Instant::now();
+        let rt = self.runtime();
+        let timed_out = collect(&rt, &Scope::All, deadline).await;
+        let mut snap = snapshot(&rt, &Scope::All, timed_out);
+        snap.scrape_duration = Some(started.elapsed().as_secs_f64());
+        snap
+    }
+
+    /// Collects one target (the `/probe` endpoint). `None` when the account is unknown.
+    pub async fn probe(&self, scope: &Scope, deadline: Instant) -> Option<Snapshot> {
+        let started = Instant::now();
+        let rt = self.runtime();
+        let account = match scope {
+            Scope::All => return None,
+            Scope::Pool { account, .. } | Scope::Card { account, .. } => account,
+        };
+        rt.account(account)?;
+        let timed_out = collect(&rt, scope, deadline).await;
+        let mut snap = snapshot(&rt, scope, timed_out);
+        let success = snap.accounts.iter().all(|a| {
+            a.pools
+                .iter()
+                .map(|p| (&p.health, &p.history))
+                .chain(a.cards.iter().map(|c| (&c.health, &c.history)))
+                .all(|(h, hist)| h.ok && hist.as_ref().is_none_or(|(_, hh)| hh.ok))
+        });
+        snap.probe = Some(ProbeResult {
+            success,
+            duration: started.elapsed().as_secs_f64(),
+        });
+        Some(snap)
+    }
+
+    /// The cached state without collecting (the landing page).
+    pub fn view(&self) -> Snapshot {
+        snapshot(&self.runtime(), &Scope::All, false)
+    }
+}
+
+/// Starts or joins every due fetch of `scope` and waits for them until `deadline`.
+/// Returns whether the deadline cut the wait short.
+async fn collect(rt: &Runtime, scope: &Scope, deadline: Instant) -> bool {
+    let settings = rt.settings();
+    let windows = Windows::new(settings);
+    let mut plan = Plan {
+        settings,
+        now: Instant::now(),
+        now_unix: unix_now(),
+        waits: Vec::new(),
+    };
+    for acc in &rt.accounts {
+        match scope {
+            Scope::All => {
+                for p in &acc.pools {
+                    plan.target(acc, p, settings.pool_ttl, windows.pool.as_ref());
+                }
+                for c in &acc.cards {
+                    plan.target(acc, c, settings.card_ttl, windows.card.as_ref());
+                }
+            }
+            Scope::Pool { account, code } if **account == *acc.name => {
+                let p = acc.pool_target(code);
+                plan.target(acc, &p, settings.pool_ttl, windows.pool.as_ref());
+            }
+            Scope::Card { account, iccid } if **account == *acc.name => {
+                let c = acc.card_target(iccid);
+                plan.target(acc, &c, settings.card_ttl, windows.card.as_ref());
+            }
+            _ => {}
+        }
+    }
+    if plan.waits.is_empty() {
+        return false;
+    }
+    let waits = std::mem::take(&mut plan.waits);
+    tokio::time::timeout_at(deadline, futures::future::join_all(waits))
+        .await
+        .is_err()
+}
+
+impl Plan<'_> {
+    fn target<V: Fetchable>(
+        &mut self,
+        acc: &Arc<AccountRt>,
+        t: &Arc<Target<V>>,
+        ttl: Duration,
+        window: Option<&Window>,
+    ) {
+        {
+            let mut slot = lock(&t.detail);
+            if let Some(f) = &slot.inflight {
+                self.waits.push(f.clone());
+            } else if !slot.is_fresh(self.now, ttl) {
+                let f = spawn_detail(acc.clone(), t.clone(), self.settings);
+                slot.inflight = Some(f.clone());
+                self.waits.push(f);
+            }
+        }
+        let Some(w) = window else { return };
+        let mut h = lock(&t.history);
+        h.align(w);
+        let ttl = self.settings.history_ttl;
+        for (day, end) in &w.days {
+            let Some(slot) = h.days.get_mut(day) else {
+                continue;
+            };
+            if let Some(f) = &slot.inflight {
+                self.waits.push(f.clone());
+            } else if period_due(slot, *end, self.now, self.now_unix, ttl) {
+                let f = spawn_period(acc.clone(), t.clone(), Period::Day(*day), self.settings);
+                slot.inflight = Some(f.clone());
+                self.waits.push(f);
+            }
+        }
+        for (month, end) in &w.months {
+            let Some(slot) = h.months.get_mut(month) else {
+                continue;
+            };
+            if let Some(f) = &slot.inflight {
+                self.waits.push(f.clone());
+            } else if period_due(slot, *end, self.now, self.now_unix, ttl) {
+                let f = spawn_period(acc.clone(), t.clone(), Period::Month(*month), self.settings);
+                slot.inflight = Some(f.clone());
+                self.waits.push(f);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Period {
+    Day(chrono::NaiveDate),
+    Month(Month),
+}
+
+/// Spawns the task and wraps its handle in a shared future. If the task panics, the wrapper
+/// records the failure so the slot is not left "in flight" forever.
+fn shared_task<F, C>(task: F, on_panic: C) -> InFlight
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+    C: FnOnce() + Send + 'static,
+{
+    let handle = tokio::spawn(task);
+    async move {
+        if handle.await.is_err() {
+            on_panic();
+        }
+    }
+    .boxed()
+    .shared()
+}
+
+fn internal_error() -> Arc<FetchError> {
+    let mut e = FetchError::from_api(&crate::api::ApiError::Invalid(
+        "internal error while fetching".into(),
+    ));
+    e.outcome = crate::api::Outcome::DecodeError;
+    Arc::new(e)
+}
+
+fn spawn_detail<V: Fetchable>(
+    acc: Arc<AccountRt>,
+    t: Arc<Target<V>>,
+    s: &CollectConfig,
+) -> InFlight {
+    let timeout = s.timeout;
+    let cal = s.calendar;
+    let t2 = t.clone();
+    let task = async move {
+        let id = t.id.clone();
+        let res = acc
+            .limited(timeout, |client, deadline| {
+                V::fetch(client, id, cal, deadline)
+            })
+            .await;
+        let res = res.map_err(|e| {
+            crate::logging::fetch_failed(&acc.name, V::KIND.as_str(), &t.id, None, V::DETAIL, &e);
+            Arc::new(FetchError::from_api(&e))
+        });
+        lock(&t.detail).record(res);
+    };
+    shared_task(task, move || {
+        let mut slot = lock(&t2.detail);
+        if slot.inflight.is_some() {
+            slot.record(Err(internal_error()));
+        }
+    })
+}
+
+fn spawn_period<V: Fetchable>(
+    acc: Arc<AccountRt>,
+    t: Arc<Target<V>>,
+    period: Period,
+    s: &CollectConfig,
+) -> InFlight {
+    let timeout = s.timeout;
+    let t2 = t.clone();
+    let task = async move {
+        let (label, month, ep) = match period {
+            Period::Day(d) => (crate::calendar::format_day(d), false, V::DAY),
+            Period::Month(m) => (m.to_string(), true, V::MONTH),
+        };
+        let id = t.id.clone();
+        let p = label.clone();
+        let res = acc
+            .limited(timeout, |client, deadline| {
+                V::fetch_period(client, id, p, month, deadline)
+            })
+            .await;
+        let res = res.map_err(|e| {
+            crate::logging::fetch_failed(
+                &acc.name,
+                V::HISTORY.as_str(),
+                &t.id,
+                Some(&label),
+                ep,
+                &e,
+            );
+            Arc::new(FetchError::from_api(&e))
+        });
+        record_period(&t, period, res);
+    };
+    shared_task(task, move || {
+        record_period(&t2, period, Err(internal_error()));
+    })
+}
+
+fn record_period<V>(t: &Target<V>, period: Period, res: Result<Option<f64>, Arc<FetchError>>) {
+    let mut h = lock(&t.history);
+    let slot: Option<&mut Slot<Option<f64>>> = match period {
+        Period::Day(d) => h.days.get_mut(&d),
+        Period::Month(m) => h.months.get_mut(&m),
+    };
+    if let Some(slot) = slot {
+        slot.record(res);
+    }
+    h.invalidate();
+}
+
+/// Freezes the state of `scope`. `timed_out`: the scrape's wait was cut short, so what is
+/// still in flight is reported as failed.
+fn snapshot(rt: &Runtime, scope: &Scope, timed_out: bool) -> Snapshot {
+    let settings = rt.settings();
+    let now = Instant::now();
+    let ctx = SnapCtx {
+        now,
+        stale_after: settings.stale_after,
+        timed_out,
+        cal: settings.calendar,
+        pool_history: settings.history.pool_days + settings.history.pool_months > 0,
+        card_history: settings.history.card_days + settings.history.card_months > 0,
+    };
+    let mut accounts = Vec::with_capacity(rt.accounts.len());
+    for acc in &rt.accounts {
+        let (pools, cards) = match scope {
+            Scope::All => (
+                acc.pools
+                    .iter()
+                    .map(|p| ctx.target(p, ctx.pool_history))
+                    .collect(),
+                acc.cards
+                    .iter()
+                    .map(|c| ctx.target(c, ctx.card_history))
+                    .collect(),
+            ),
+            Scope::Pool { account, code } if **account == *acc.name => (
+                vec![ctx.target(&acc.pool_target(code), ctx.pool_history)],
+                Vec::new(),
+            ),
+            Scope::Card { account, iccid } if **account == *acc.name => (
+                Vec::new(),
+                vec![ctx.target(&acc.card_target(iccid), ctx.card_history)],
+            ),
+            _ => continue,
+        };
+        accounts.push(AccountSnap {
+            rt: acc.clone(),
+            up: acc.stats.up(),
+            pools,
+            cards,
+        });
+    }
+    Snapshot {
+        now,
+        now_unix: unix_now(),
+        stale_after: settings.stale_after,
+        accounts,
+        scrape_duration: None,
+        probe: None,
+    }
+}
+
+struct SnapCtx {
+    now: Instant,
+    stale_after: Duration,
+    timed_out: bool,
+    cal: crate::calendar::ApiCalendar,
+    pool_history: bool,
+    card_history: bool,
+}
+
+impl SnapCtx {
+    fn target<V>(&self, t: &Arc<Target<V>>, with_history: bool) -> TargetSnap<V> {
+        let (value, health) = {
+            let slot = lock(&t.detail);
+            let value = slot.served(self.now, self.stale_after);
+            let late = self.timed_out && slot.inflight.is_some();
+            let health = Health {
+                attempted: slot.last_ok.is_some() || late,
+                ok: !late && slot.last_ok == Some(true),
+                last_success: value.as_ref().map(|v| v.at_unix),
+                error: if late {
+                    Some(Arc::new(FetchError::deadline()))
+                } else {
+                    slot.last_error.clone()
+                },
+            };
+            (value, health)
+        };
+        let history = with_history.then(|| {
+            let mut h = lock(&t.history);
+            let view = h.view(&self.cal);
+            let late = self.timed_out && h.any_inflight();
+            let health = Health {
+                attempted: view.attempted || late,
+                ok: !late && view.attempted && view.ok,
+                last_success: view.last_success,
+                error: if late {
+                    Some(Arc::new(FetchError::deadline()))
+                } else {
+                    view.last_error.clone()
+                },
+            };
+            (view, health)
+        });
+        TargetSnap {
+            target: t.clone(),
+            value,
+            health,
+            history,
+        }
+    }
+}

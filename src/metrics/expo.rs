@@ -1,0 +1,408 @@
+//! The exposition writer: Prometheus text 0.0.4 and OpenMetrics 1.0, written directly into a
+//! byte buffer (the hot path of a scrape). It owns the wire details — `# HELP`/`# TYPE`
+//! headers (written lazily, so a family without samples is left out), label-value escaping,
+//! number formatting, the OpenMetrics family names of counters and info metrics, `# EOF` — and
+//! hands the output on in chunks so a large exposition is never held in memory whole.
+//!
+//! Label values of targets are escaped once, when a target is configured or a value fetched
+//! ([`escape_into`]), and passed here pre-escaped as `name="value",...` fragments.
+
+/// The two exposition formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`.
+    Text,
+    /// `application/openmetrics-text; version=1.0.0`.
+    OpenMetrics,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    /// OpenMetrics when the `Accept` header lists `application/openmetrics-text` with a
+    /// non-zero quality (any version we speak: 1.0.0 or 0.0.1, or none given), else text.
+    pub fn from_accept(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Text;
+        };
+        for range in accept.split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("");
+            if !media.eq_ignore_ascii_case("application/openmetrics-text") {
+                continue;
+            }
+            let mut ok = true;
+            for p in parts {
+                let Some((k, v)) = p.split_once('=') else {
+                    continue;
+                };
+                let (k, v) = (k.trim(), v.trim().trim_matches('"'));
+                if k.eq_ignore_ascii_case("q") && v.parse::<f64>().map_or(true, |q| q <= 0.0) {
+                    ok = false;
+                }
+                if k.eq_ignore_ascii_case("version") && !matches!(v, "1.0.0" | "0.0.1") {
+                    ok = false;
+                }
+            }
+            if ok {
+                return Format::OpenMetrics;
+            }
+        }
+        Format::Text
+    }
+}
+
+/// The type of a metric family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    Gauge,
+    /// Name ends in `_total`.
+    Counter,
+    /// Name ends in `_info`, value 1; a gauge in text 0.0.4.
+    Info,
+    /// One series per state, 1 for the current one; a gauge on the wire (the state label
+    /// keeps the contract's name, which OpenMetrics' `stateset` would not allow).
+    StateSet,
+    Histogram,
+}
+
+impl MetricType {
+    /// The name used in the README and the family table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricType::Gauge => "gauge",
+            MetricType::Counter => "counter",
+            MetricType::Info => "info",
+            MetricType::StateSet => "stateset",
+            MetricType::Histogram => "histogram",
+        }
+    }
+
+    fn wire(self, fmt: Format) -> &'static str {
+        match (self, fmt) {
+            (MetricType::Gauge | MetricType::StateSet, _) => "gauge",
+            (MetricType::Counter, _) => "counter",
+            (MetricType::Info, Format::Text) => "gauge",
+            (MetricType::Info, Format::OpenMetrics) => "info",
+            (MetricType::Histogram, _) => "histogram",
+        }
+    }
+}
+
+/// Size at which a chunk is handed on.
+pub const CHUNK: usize = 64 * 1024;
+
+/// Writes one exposition. Call [`Writer::family`] before the samples of each family.
+pub struct Writer<'a> {
+    fmt: Format,
+    buf: Vec<u8>,
+    sink: Option<&'a mut dyn FnMut(Vec<u8>)>,
+    name: &'static str,
+    help: &'static str,
+    typ: MetricType,
+    header_done: bool,
+    /// Families that had samples, in order (for tests and diagnostics).
+    pub samples: usize,
+}
+
+impl<'a> Writer<'a> {
+    /// A writer that keeps everything in memory ([`Writer::finish`] returns it).
+    pub fn new(fmt: Format) -> Writer<'static> {
+        Writer {
+            fmt,
+            buf: Vec::with_capacity(CHUNK),
+            sink: None,
+            name: "",
+            help: "",
+            typ: MetricType::Gauge,
+            header_done: true,
+            samples: 0,
+        }
+    }
+
+    /// A writer that hands each chunk of about [`CHUNK`] bytes to `sink`.
+    pub fn streaming(fmt: Format, sink: &'a mut dyn FnMut(Vec<u8>)) -> Writer<'a> {
+        Writer {
+            sink: Some(sink),
+            ..Writer::new(fmt)
+        }
+    }
+
+    pub fn format(&self) -> Format {
+        self.fmt
+    }
+
+    /// Starts a family; its header is written with its first sample.
+    pub fn family(&mut self, name: &'static str, help: &'static str, typ: MetricType) {
+        self.name = name;
+        self.help = help;
+        self.typ = typ;
+        self.header_done = false;
+    }
+
+    fn header(&mut self) {
+        self.header_done = true;
+        let family = match (self.fmt, self.typ) {
+            (Format::OpenMetrics, MetricType::Counter) => {
+                self.name.strip_suffix("_total").unwrap_or(self.name)
+            }
+            (Format::OpenMetrics, MetricType::Info) => {
+                self.name.strip_suffix("_info").unwrap_or(self.name)
+            }
+            _ => self.name,
+        };
+        let b = &mut self.buf;
+        b.extend_from_slice(b"# HELP ");
+        b.extend_from_slice(family.as_bytes());
+        b.push(b' ');
+        escape_help(b, self.help);
+        b.extend_from_slice(b"\n# TYPE ");
+        b.extend_from_slice(family.as_bytes());
+        b.push(b' ');
+        b.extend_from_slice(self.typ.wire(self.fmt).as_bytes());
+        b.push(b'\n');
+    }
+
+    /// One sample of the current family: `fixed` is a pre-escaped `a="x",b="y"` fragment
+    /// (may be empty), `extra` are further labels whose values are escaped here.
+    #[inline]
+    pub fn sample(&mut self, fixed: &str, extra: &[(&str, &str)], value: f64) {
+        self.sample_full("", fixed, "", extra, value);
+    }
+
+    /// A sample with two pre-escaped fragments (target labels, then value labels).
+    #[inline]
+    pub fn sample2(&mut self, fixed: &str, fixed2: &str, extra: &[(&str, &str)], value: f64) {
+        self.sample_full("", fixed, fixed2, extra, value);
+    }
+
+    /// A sample whose name is the family name plus `suffix` (`_bucket`, `_sum`, `_count`).
+    pub fn sample_full(
+        &mut self,
+        suffix: &str,
+        fixed: &str,
+        fixed2: &str,
+        extra: &[(&str, &str)],
+        value: f64,
+    ) {
+        if !self.header_done {
+            self.header();
+        }
+        self.samples += 1;
+        let b = &mut self.buf;
+        b.extend_from_slice(self.name.as_bytes());
+        b.extend_from_slice(suffix.as_bytes());
+        if !fixed.is_empty() || !fixed2.is_empty() || !extra.is_empty() {
+            b.push(b'{');
+            b.extend_from_slice(fixed.as_bytes());
+            let mut first = fixed.is_empty();
+            if !fixed2.is_empty() {
+                if !first {
+                    b.push(b',');
+                }
+                first = false;
+                b.extend_from_slice(fixed2.as_bytes());
+            }
+            for (k, v) in extra {
+                if !first {
+                    b.push(b',');
+                }
+                first = false;
+                b.extend_from_slice(k.as_bytes());
+                b.extend_from_slice(b"=\"");
+                escape_into(b, v);
+                b.push(b'"');
+            }
+            b.push(b'}');
+        }
+        b.push(b' ');
+        write_value(b, value);
+        b.push(b'\n');
+        if self.buf.len() >= CHUNK {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(sink) = self.sink.as_mut() {
+            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK + 512));
+            sink(chunk);
+        }
+    }
+
+    /// Ends the exposition (`# EOF` for OpenMetrics), hands on the last chunk and returns what
+    /// was not handed on (everything, for an in-memory writer).
+    pub fn finish(mut self) -> Vec<u8> {
+        if self.fmt == Format::OpenMetrics {
+            self.buf.extend_from_slice(b"# EOF\n");
+        }
+        if self.sink.is_some() {
+            if !self.buf.is_empty() {
+                self.flush();
+            }
+            return Vec::new();
+        }
+        std::mem::take(&mut self.buf)
+    }
+}
+
+/// Appends `v` escaped as a label value (`\` `"` and newline).
+#[inline]
+pub fn escape_into(out: &mut Vec<u8>, v: &str) {
+    let bytes = v.as_bytes();
+    if !bytes.iter().any(|&c| matches!(c, b'\\' | b'"' | b'\n')) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    for &c in bytes {
+        match c {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A pre-escaped label fragment `k1="v1",k2="v2"` for [`Writer::sample`].
+pub fn label_fragment(pairs: &[(&str, &str)]) -> Box<str> {
+    let mut out = Vec::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len() + 4).sum());
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b"=\"");
+        escape_into(&mut out, v);
+        out.push(b'"');
+    }
+    // Only ASCII was inserted into valid UTF-8 at character boundaries.
+    String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        .into_boxed_str()
+}
+
+fn escape_help(out: &mut Vec<u8>, v: &str) {
+    for &c in v.as_bytes() {
+        match c {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Formats a sample value: integers without a fraction, `+Inf`/`-Inf`/`NaN`, else the
+/// shortest representation that reads back exactly.
+#[inline]
+pub fn write_value(out: &mut Vec<u8>, v: f64) {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        write_i64(out, v as i64);
+    } else if v.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if v.is_infinite() {
+        out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else {
+        use std::io::Write;
+        let _ = write!(out, "{v:?}");
+    }
+}
+
+#[inline]
+fn write_i64(out: &mut Vec<u8>, v: i64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    let neg = v < 0;
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if neg {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&tmp[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        assert_eq!(Format::from_accept(None), Format::Text);
+        assert_eq!(Format::from_accept(Some("text/plain")), Format::Text);
+        let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::from_accept(Some(prom)), Format::OpenMetrics);
+        assert_eq!(
+            Format::from_accept(Some("application/openmetrics-text; q=0")),
+            Format::Text
+        );
+        assert_eq!(
+            Format::from_accept(Some("application/openmetrics-text;version=9.9")),
+            Format::Text
+        );
+    }
+
+    #[test]
+    fn values() {
+        let f = |v: f64| {
+            let mut b = Vec::new();
+            write_value(&mut b, v);
+            String::from_utf8(b).unwrap()
+        };
+        assert_eq!(f(0.0), "0");
+        assert_eq!(f(-3.0), "-3");
+        assert_eq!(f(1048576.0), "1048576");
+        assert_eq!(f(0.25), "0.25");
+        assert_eq!(f(1e300), "1e300");
+        assert_eq!(f(f64::INFINITY), "+Inf");
+        assert_eq!(f(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(f(f64::NAN), "NaN");
+        assert_eq!(f(i64::MAX as f64), "9.223372036854776e18");
+    }
+
+    #[test]
+    fn escaping_and_headers() {
+        let mut w = Writer::new(Format::OpenMetrics);
+        w.family("x_info", "An info.", MetricType::Info);
+        let frag = label_fragment(&[("a", "q\"uo\\te\nnl"), ("b", "池")]);
+        w.sample(&frag, &[("c", "\\")], 1.0);
+        w.family("y_total", "A counter.", MetricType::Counter);
+        w.family("z", "Empty.", MetricType::Gauge);
+        w.sample("", &[], 2.5);
+        let out = String::from_utf8(w.finish()).unwrap();
+        assert_eq!(
+            out,
+            "# HELP x An info.\n# TYPE x info\nx_info{a=\"q\\\"uo\\\\te\\nnl\",b=\"池\",c=\"\\\\\"} 1\n\
+             # HELP z Empty.\n# TYPE z gauge\nz 2.5\n# EOF\n"
+        );
+    }
+
+    #[test]
+    fn streaming_chunks_add_up() {
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        let mut sink = |c: Vec<u8>| chunks.push(c);
+        let mut w = Writer::streaming(Format::Text, &mut sink);
+        w.family("a", "h", MetricType::Gauge);
+        for i in 0..20_000 {
+            w.sample("k=\"v\"", &[], i as f64);
+        }
+        let rest = w.finish();
+        assert!(rest.is_empty());
+        assert!(chunks.len() > 2);
+        let all: Vec<u8> = chunks.concat();
+        let text = String::from_utf8(all).unwrap();
+        assert_eq!(text.lines().count(), 20_002);
+        assert!(text.ends_with("a{k=\"v\"} 19999\n"));
+    }
+}
