@@ -177,6 +177,52 @@ async fn request_timeout_and_body_limit() {
 }
 
 #[tokio::test]
+async fn silent_and_slow_clients_are_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let opts = tibiot_exporter::web::ServerOptions {
+        limits: Limits {
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        },
+        ..options(None)
+    };
+    let srv = start(opts).await;
+    // Waits (at most 30 s) for the server to close the connection.
+    async fn closed_by_server(mut s: tokio::net::TcpStream) -> bool {
+        let mut buf = [0u8; 256];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+    let silent = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    assert!(
+        closed_by_server(silent).await,
+        "a client that sends nothing"
+    );
+    let mut partial = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    partial
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(closed_by_server(partial).await, "headers never finished");
+    // A normal client is unaffected.
+    assert_eq!(
+        plain_client()
+            .get(srv.http("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests() {
     let entered = std::sync::Arc::new(tokio::sync::Notify::new());
     let e = entered.clone();
