@@ -3,3 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --all-targets
+# An independent (Python, stdlib-only) client of CONTRACT §2 against `simulate`.
+cargo build --bin tibiot-exporter
+timeout 120 python3 tests/py/independent_client.py target/debug/tibiot-exporter

@@ -93,6 +93,10 @@ pub fn parse_offset(s: &str) -> Option<FixedOffset> {
         b'-' => (-1, &s[1..]),
         _ => return None,
     };
+    // Digits and ':' only: also keeps `split_at` below on a character boundary.
+    if !rest.bytes().all(|b| b.is_ascii_digit() || b == b':') {
+        return None;
+    }
     let (h, m) = match rest.split_once(':') {
         Some((h, m)) => (h, m),
         None if rest.len() == 4 => rest.split_at(2),

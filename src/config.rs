@@ -414,11 +414,12 @@ impl Config {
         let de = serde_yaml_ng::Deserializer::from_str(yaml);
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
             let inner = e.into_inner();
             ConfigError {
-                key: if key == "." { String::new() } else { key },
                 line: inner.location().map(|l| l.line()),
-                message: strip_location(&inner.to_string()),
+                message: strip_location(&inner.to_string(), &key),
+                key,
             }
         })?;
         let collect = validate_collect(raw.collect)?;
@@ -541,11 +542,16 @@ impl Config {
     }
 }
 
-/// serde_yaml_ng appends "at line L column C"; the line is reported separately.
-fn strip_location(msg: &str) -> String {
-    match msg.find(" at line ") {
-        Some(i) => msg[..i].to_owned(),
-        None => msg.to_owned(),
+/// serde_yaml_ng appends "at line L column C" (the line is reported separately) and may
+/// prefix its own path ("accounts[0]: "), which the key already names.
+fn strip_location(msg: &str, key: &str) -> String {
+    let msg = match msg.find(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    match msg.split_once(": ") {
+        Some((path, rest)) if !path.is_empty() && key.starts_with(path) => rest.to_owned(),
+        _ => msg.to_owned(),
     }
 }
 

@@ -33,6 +33,14 @@ enum Command {
     Simulate(tibiot_exporter::sim::cli::SimulateArgs),
     /// Simulator + exporter with a generated configuration: zero setup.
     Demo(tibiot_exporter::demo::DemoFlags),
+    /// Look up a flow pool: `pool show CODE`, `pool usage CODE --month|--day`.
+    Pool(tibiot_exporter::cli::PoolArgs),
+    /// Look up cards and switch their network: `card show|usage|network`.
+    Card(tibiot_exporter::cli::CardArgs),
+    /// Follow a network-operation batch: `batch status BATCHCODE [--wait]`.
+    Batch(tibiot_exporter::cli::BatchArgs),
+    /// Print the last days' and months' usage as OpenMetrics with timestamps, for promtool.
+    Backfill(tibiot_exporter::cli::backfill::BackfillArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,5 +60,9 @@ fn main() -> ExitCode {
         None => tibiot_exporter::serve::run(cli.serve),
         Some(Command::Simulate(args)) => tibiot_exporter::sim::cli::run(args),
         Some(Command::Demo(d)) => tibiot_exporter::demo::run(d, cli.serve.log),
+        Some(Command::Pool(a)) => tibiot_exporter::cli::pool_command(a),
+        Some(Command::Card(a)) => tibiot_exporter::cli::card_command(a),
+        Some(Command::Batch(a)) => tibiot_exporter::cli::batch_command(a),
+        Some(Command::Backfill(a)) => tibiot_exporter::cli::backfill_command(a),
     }
 }

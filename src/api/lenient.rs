@@ -9,6 +9,8 @@ use std::fmt;
 
 /// What a lenient scalar field held.
 enum Scalar {
+    /// An integer as written (kept exact: 19-digit ICCIDs do not fit an f64).
+    Int(i128),
     Num(f64),
     Str(String),
     Bool(bool),
@@ -26,10 +28,10 @@ impl<'de> Visitor<'de> for ScalarVisitor {
         Ok(Scalar::Bool(v))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-        Ok(Scalar::Num(v as f64))
+        Ok(Scalar::Int(i128::from(v)))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-        Ok(Scalar::Num(v as f64))
+        Ok(Scalar::Int(i128::from(v)))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
         Ok(Scalar::Num(v))
@@ -68,6 +70,7 @@ pub fn parse_number(s: &str) -> Option<f64> {
 /// A number from an integer, a float or a numeric string; anything else is `None`.
 pub fn opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     Ok(match d.deserialize_any(ScalarVisitor)? {
+        Scalar::Int(v) => Some(v as f64),
         Scalar::Num(v) if v.is_finite() => Some(v),
         Scalar::Str(s) => parse_number(&s),
         _ => None,
@@ -89,6 +92,10 @@ pub fn f64_to_i64(v: f64) -> Option<i64> {
 pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(match d.deserialize_any(ScalarVisitor)? {
         Scalar::Str(s) => Some(s),
+        Scalar::Int(v) => Some(v.to_string()),
+        // An integral float beyond 2^53 (e.g. a 20-digit ICCID sent as a number) has lost
+        // digits already: absent is better than a wrong identifier.
+        Scalar::Num(v) if v.fract() == 0.0 && v.abs() > 9_007_199_254_740_992.0 => None,
         Scalar::Num(v) => Some(match f64_to_i64(v) {
             Some(i) => i.to_string(),
             None => v.to_string(),
@@ -102,7 +109,8 @@ pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
 pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     Ok(match d.deserialize_any(ScalarVisitor)? {
         Scalar::Bool(b) => Some(b),
-        Scalar::Num(1.0) => Some(true),
+        Scalar::Int(1) | Scalar::Num(1.0) => Some(true),
+        Scalar::Int(0) => Some(false),
         Scalar::Num(0.0) => Some(false),
         Scalar::Str(s) => match s.trim() {
             "true" | "1" => Some(true),

@@ -254,7 +254,18 @@ impl World {
 
     /// Usage of one day at `now`: full for past days, partial today, 0 in the future.
     fn day_usage(&self, kind: Kind, i: usize, date: NaiveDate, now: DateTime<Utc>) -> u64 {
-        let today = self.cal.date_at(now);
+        self.day_usage_on(kind, i, date, self.cal.date_at(now), now)
+    }
+
+    /// [`Self::day_usage`] with `today` already known.
+    fn day_usage_on(
+        &self,
+        kind: Kind,
+        i: usize,
+        date: NaiveDate,
+        today: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> u64 {
         if date > today {
             return 0;
         }
@@ -267,7 +278,7 @@ impl World {
         lump as u64 + var as u64
     }
 
-    /// Sum of day usages from `from` to today (inclusive).
+    /// Sum of day usages from `from` to `to` (inclusive), days after today counting 0.
     fn sum_since(
         &self,
         kind: Kind,
@@ -280,7 +291,7 @@ impl World {
         let end = to.min(today);
         from.iter_days()
             .take_while(|d| *d <= end)
-            .map(|d| self.day_usage(kind, i, d, now))
+            .map(|d| self.day_usage_on(kind, i, d, today, now))
             .sum()
     }
 

@@ -1,0 +1,29 @@
+//! Fuzz target: the configuration file. Must not panic; every error names a key path or a
+//! line (or is the known whole-file "more than one document" error); the environment
+//! variable's secret value never appears in an error.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::path::Path;
+use tibiot_exporter::config::Config;
+
+const SECRET: &str = "FuzzSecretValue-91x";
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let env = |k: &str| (k == "S").then(|| SECRET.to_owned());
+    match Config::parse_with_env(text, Path::new("/nonexistent-fuzz-dir"), &env) {
+        Ok(cfg) => {
+            assert!(!cfg.redacted_yaml().contains(SECRET));
+        }
+        Err(e) => {
+            assert!(
+                !e.key.is_empty() || e.line.is_some() || e.message.contains("more than one document"),
+                "unlocated error: {e:?}"
+            );
+            assert!(!e.to_string().contains(SECRET), "secret in error: {e}");
+        }
+    }
+});
