@@ -212,7 +212,7 @@ async fn failing_and_slow_targets_do_not_fail_the_scrape() {
         &sim,
         &pools,
         &cards,
-        "  timeout: 10s\n  timeout_offset: 500ms\n  history: {pool_days: 0, pool_months: 0}\n",
+        "  timeout: 10s\n  timeout_offset: 500ms\n  history: {pool_days: 30, pool_months: 12}\n",
     );
     let server = Server::start(&yaml, None).await;
     // Prometheus says its scrape times out after 2 s: the exporter answers within 1.5 s.
@@ -235,12 +235,23 @@ async fn failing_and_slow_targets_do_not_fail_the_scrape() {
             &[("kind", "pool"), ("target", p.as_str())],
         );
         let used = value(&s, "tibiot_pool_used_bytes", &[("pool", p.as_str())]);
+        let hist_ok = value(
+            &s,
+            "tibiot_collect_success",
+            &[("kind", "pool_history"), ("target", p.as_str())],
+        );
+        let days = find(&s, "tibiot_pool_daily_usage_bytes", &[("pool", p.as_str())]).len();
         if *p == failing || *p == slow {
             assert_eq!(ok, Some(0.0), "{p}");
             assert_eq!(used, None, "{p}");
+            assert_eq!(hist_ok, Some(0.0), "{p}");
+            assert_eq!(days, 0, "{p}");
         } else {
+            // The slow and the failing pool do not hold up the others' history.
             assert_eq!(ok, Some(1.0), "{p}");
             assert!(used.is_some(), "{p}");
+            assert_eq!(hist_ok, Some(1.0), "{p}");
+            assert_eq!(days, 30, "{p}");
         }
     }
     for c in &cards {

@@ -320,13 +320,14 @@ impl Collector {
         self.runtime().config.clone()
     }
 
-    /// The statistics of every account ever configured (counters survive reloads).
+    /// The statistics of the configured accounts, in configuration order (counters survive
+    /// reloads; an account that is removed and added again continues its counters).
     pub fn stats(&self) -> Vec<Arc<ApiStats>> {
-        let m = lock(&self.stats);
-        let mut v: Vec<(String, Arc<ApiStats>)> =
-            m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v.into_iter().map(|(_, s)| s).collect()
+        self.runtime()
+            .accounts
+            .iter()
+            .map(|a| a.stats.clone())
+            .collect()
     }
 
     /// Applies a new configuration. Targets that stay (same account name and base URL, same

@@ -377,7 +377,7 @@ pub static FAMILIES: &[Family] = &[
     },
     Family {
         name: "tibiot_scrape_duration_seconds",
-        help: "Time this scrape spent collecting from the API (0 when everything came from the cache).",
+        help: "Time this scrape spent collecting, seconds (close to 0 when everything came from the cache).",
         typ: MetricType::Gauge,
         labels: &[],
         served: Served::Metrics,
