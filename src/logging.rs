@@ -49,6 +49,7 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .with_target(false)
             .try_init(),
         LogFormat::Logfmt => builder.event_format(Logfmt).try_init(),
     };
@@ -78,7 +79,7 @@ pub fn fetch_failed(
     );
 }
 
-/// The logfmt event format: `ts=... level=... msg="..." key=value ...`.
+/// The logfmt event format: `ts=... level=... caller=<module> msg="..." key=value ...`.
 pub struct Logfmt;
 
 impl<S, N> FormatEvent<S, N> for Logfmt
@@ -96,7 +97,7 @@ where
         let meta = event.metadata();
         write!(
             w,
-            "ts={ts} level={} target={}",
+            "ts={ts} level={} caller={}",
             meta.level().as_str().to_ascii_lowercase(),
             meta.target()
         )?;
