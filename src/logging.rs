@@ -40,7 +40,10 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
     .map_err(|e| format!("--log.level: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A closed stderr must not panic the task that logs (the default reports the failed
+        // write with eprintln!, which panics when stderr is gone).
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Json => builder
             .json()
