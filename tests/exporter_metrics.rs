@@ -212,7 +212,7 @@ async fn failing_and_slow_targets_do_not_fail_the_scrape() {
         &sim,
         &pools,
         &cards,
-        "  timeout: 10s\n  timeout_offset: 500ms\n  history: {pool_days: 30, pool_months: 12}\n",
+        "  timeout: 10s\n  timeout_offset: 500ms\n  concurrency: 64\n  history: {pool_days: 30, pool_months: 12}\n",
     );
     let server = Server::start(&yaml, None).await;
     // Prometheus says its scrape times out after 2 s: the exporter answers within 1.5 s.
@@ -244,6 +244,7 @@ async fn failing_and_slow_targets_do_not_fail_the_scrape() {
         if *p == failing || *p == slow {
             assert_eq!(ok, Some(0.0), "{p}");
             assert_eq!(used, None, "{p}");
+            // Every request about these two pools fails or is slow, history included.
             assert_eq!(hist_ok, Some(0.0), "{p}");
             assert_eq!(days, 0, "{p}");
         } else {

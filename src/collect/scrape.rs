@@ -152,7 +152,6 @@ fn marker() -> (oneshot::Sender<()>, InFlight) {
 impl Plan<'_> {
     fn target<V: WorkOf>(&mut self, t: &Arc<Target<V>>, ttl: Duration, window: Option<&Window>) {
         let detail_failing;
-        let mut detail_job: Option<Job> = None;
         {
             let mut slot = lock(&t.detail);
             // Still in flight since an earlier scrape: slow.
@@ -163,21 +162,16 @@ impl Plan<'_> {
                 let (tx, f) = marker();
                 slot.inflight = Some(f.clone());
                 self.waits.push(f);
-                detail_job = Some(Job {
+                self.jobs.push(Job {
                     work: V::detail_work(t.clone()),
                     done: tx,
-                    then: Vec::new(),
                 });
             }
         }
-        let Some(w) = window else {
-            self.jobs.extend(detail_job);
-            return;
-        };
-        // History requests of a target follow a successful detail fetch when one is due now
-        // (they would most likely fail too, and would tie up the account's concurrency), and
-        // none start while a slow detail fetch is still in flight. History already in flight
-        // is still waited for.
+        let Some(w) = window else { return };
+        // No new history requests start while a slow detail fetch of the target is still in
+        // flight since an earlier scrape (they would most likely be slow too, and would tie up
+        // the account's concurrency). History already in flight is still waited for.
         let mut guard = lock(&t.history);
         let h = guard.get_or_insert_with(Default::default);
         h.align(w);
@@ -199,20 +193,12 @@ impl Plan<'_> {
                 let (tx, f) = marker();
                 slot.inflight = Some(f.clone());
                 self.waits.push(f);
-                let job = Job {
+                self.history_jobs.push(Job {
                     work: V::period_work(t.clone(), period),
                     done: tx,
-                    then: Vec::new(),
-                };
-                // With a detail fetch due, history waits for it to succeed.
-                match &mut detail_job {
-                    Some(d) => d.then.push(job),
-                    None => self.history_jobs.push(job),
-                }
+                });
             }
         }
-        drop(guard);
-        self.jobs.extend(detail_job);
     }
 
     /// Hands the account's new fetches (details first) to one driver task that runs at most
@@ -286,40 +272,13 @@ struct Job {
     work: Work,
     /// Dropped once the result is recorded: wakes every scrape waiting for it.
     done: oneshot::Sender<()>,
-    /// History of the same target, fetched only when this detail fetch succeeds.
-    then: Vec<Job>,
 }
 
 impl Job {
+    /// Fetches and records; a panic is recorded as a failure. Dropping `done` afterwards
+    /// wakes the waiting scrapes.
     async fn run(self, acc: &AccountRt, s: &CollectConfig) {
-        let Job { work, done, then } = self;
-        Job::fetch(work, done, acc, s).await;
-        if then.is_empty() {
-            return;
-        }
-        let detail_ok = match &then[0].work {
-            Work::PoolPeriod(t, _) => lock(&t.detail).last_ok == Some(true),
-            Work::CardPeriod(t, _) => lock(&t.detail).last_ok == Some(true),
-            _ => true,
-        };
-        if detail_ok {
-            futures::stream::iter(then)
-                .for_each_concurrent(s.concurrency.max(1), |j| Job::fetch(j.work, j.done, acc, s))
-                .await;
-        } else {
-            for j in then {
-                let e = skipped_error();
-                match &j.work {
-                    Work::PoolPeriod(t, p) => record_period(t, *p, Err(e)),
-                    Work::CardPeriod(t, p) => record_period(t, *p, Err(e)),
-                    Work::PoolDetail(_) | Work::CardDetail(_) => {}
-                }
-                drop(j.done);
-            }
-        }
-    }
-
-    async fn fetch(work: Work, done: oneshot::Sender<()>, acc: &AccountRt, s: &CollectConfig) {
+        let Job { work, done } = self;
         let result = std::panic::AssertUnwindSafe(execute(&work, acc, s))
             .catch_unwind()
             .await;
@@ -343,13 +302,6 @@ async fn execute(work: &Work, acc: &AccountRt, s: &CollectConfig) {
         Work::PoolPeriod(t, p) => fetch_period(acc, t, *p, s).await,
         Work::CardPeriod(t, p) => fetch_period(acc, t, *p, s).await,
     }
-}
-
-fn skipped_error() -> Arc<FetchError> {
-    let mut e = FetchError::deadline();
-    e.outcome = crate::api::Outcome::ApiError;
-    e.message = "not fetched: the target's detail fetch failed".into();
-    Arc::new(e)
 }
 
 fn internal_error() -> Arc<FetchError> {
