@@ -69,4 +69,5 @@ for enc in identity gzip; do
 done
 printf 'gzip bytes: %s\n' "$(curl -sf -H 'Accept-Encoding: gzip' "$URL" | wc -c)"
 echo "exporter resident memory after the warm scrapes: $(rss) (peak $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$EXP/status))"
-[[ -n "${SHOW_LOG:-}" ]] && tail -4 "$TMP/exporter.log"; true
+grep -E "RssAnon|RssFile" /proc/$EXP/status | tr -s " \t" " " | tr "\n" " "; echo
+[[ -n "${SHOW_LOG:-}" ]] && tail -${SHOW_LOG} "$TMP/exporter.log"; true

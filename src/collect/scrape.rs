@@ -213,10 +213,15 @@ impl Plan<'_> {
         let acc = acc.clone();
         let settings = Arc::new(self.settings.clone());
         let limit = settings.concurrency.max(1);
+        let many = jobs.len() >= 1000;
         tokio::spawn(async move {
             futures::stream::iter(jobs)
                 .for_each_concurrent(limit, |job| job.run(&acc, &settings))
                 .await;
+            if many {
+                // A large fill leaves a lot of freed request buffers behind.
+                crate::metrics::process::release_freed_memory();
+            }
         });
     }
 }

@@ -76,22 +76,13 @@ fn start_time(start_ticks: Option<f64>) -> Option<f64> {
 
 /// Hands memory freed by a large scrape back to the operating system (glibc keeps freed
 /// pages of its per-thread arenas otherwise, and the resident size would track the largest
-/// scrape ever made). At most once a second; a no-op off glibc.
+/// scrape ever made). Called after a scrape's exposition was written (off the request's
+/// critical path, on the encoder's thread); a no-op off glibc.
 pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        use std::sync::Mutex;
-        use std::time::{Duration, Instant};
-        static LAST: Mutex<Option<Instant>> = Mutex::new(None);
-        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-            return;
-        }
-        *last = Some(Instant::now());
-        // SAFETY: malloc_trim only walks the allocator's own free lists.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
