@@ -156,7 +156,7 @@ async fn fifty_concurrent_scrapers() {
     let per_target_end = per_target(&sim);
     let scrapes_run = scrapes.load(Ordering::Relaxed) - scrapes_warm;
 
-    let failures = failures.lock().unwrap();
+    let failures = failures.lock().unwrap().clone();
     assert!(
         failures.is_empty(),
         "{} failed scrape(s) of {}; first: {:?}",
