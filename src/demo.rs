@@ -86,6 +86,7 @@ pub fn run(flags: DemoFlags, log: LogFlags) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    crate::metrics::process::limit_malloc_arenas();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

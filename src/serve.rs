@@ -85,6 +85,7 @@ pub fn run(flags: ServeFlags) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    crate::metrics::process::limit_malloc_arenas();
     let path = flags.config_file.clone();
     let loader: Loader = Arc::new(move || Config::load(&path).map_err(|e| e.to_string()));
     let rt = match tokio::runtime::Runtime::new() {

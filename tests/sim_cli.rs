@@ -121,7 +121,9 @@ fn bad_flags_exit_2() {
         &["simulate", "--latency=fast"],
         &["simulate", "--listen=nowhere"],
         &["simulate", "--pools=-1"],
+        &["simulate", "--cards=99999999999"],
         &["simulate", "--app-key=k"],
+        &["simulate", "--path-prefix=nope"],
     ] {
         let out = Command::new(BIN).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

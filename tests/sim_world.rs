@@ -209,7 +209,7 @@ async fn error_rate_mixes_every_class() {
     .await;
     let c = client(&sim);
     let mut classes = HashSet::new();
-    for _ in 0..60 {
+    for _ in 0..100 {
         let e = c.pool_detail("POOL-0001", deadline()).await.unwrap_err();
         classes.insert(e.outcome());
     }

@@ -177,6 +177,52 @@ async fn request_timeout_and_body_limit() {
 }
 
 #[tokio::test]
+async fn silent_and_slow_clients_are_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let opts = tibiot_exporter::web::ServerOptions {
+        limits: Limits {
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        },
+        ..options(None)
+    };
+    let srv = start(opts).await;
+    // Waits (at most 30 s) for the server to close the connection.
+    async fn closed_by_server(mut s: tokio::net::TcpStream) -> bool {
+        let mut buf = [0u8; 256];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+    let silent = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    assert!(
+        closed_by_server(silent).await,
+        "a client that sends nothing"
+    );
+    let mut partial = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    partial
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(closed_by_server(partial).await, "headers never finished");
+    // A normal client is unaffected.
+    assert_eq!(
+        plain_client()
+            .get(srv.http("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests() {
     let entered = std::sync::Arc::new(tokio::sync::Notify::new());
     let e = entered.clone();
@@ -203,4 +249,46 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "no longer accepting"
     );
+}
+
+/// Not a timed test: prints the latency of cached and uncached basic auth once, for the record.
+/// `cargo test --release --test web_auth -- --ignored --nocapture measure`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_basic_auth_latency() {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("web.yml");
+    let h = bcrypt::hash("pw", 10).unwrap();
+    write_atomically(&cfg, &format!("basic_auth_users:\n  p: {h}\n"));
+    let srv = start(options(Some(cfg))).await;
+    let c = plain_client();
+    let req = |u: &'static str, p: &'static str| c.get(srv.http("/metrics")).basic_auth(u, Some(p));
+    req("x", "y").send().await.unwrap(); // open the connection
+    let t = Instant::now();
+    assert_eq!(req("p", "pw").send().await.unwrap().status(), 200);
+    let uncached = t.elapsed();
+    let n = 200;
+    let t = Instant::now();
+    for _ in 0..n {
+        assert_eq!(req("p", "pw").send().await.unwrap().status(), 200);
+    }
+    let cached = t.elapsed() / n;
+    let t = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(req("p", "bad").send().await.unwrap().status(), 401);
+    }
+    let wrong = t.elapsed() / 5;
+    let t = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(req("nobody", "bad").send().await.unwrap().status(), 401);
+    }
+    let unknown = t.elapsed() / 5;
+    let s = srv.stats.auth();
+    assert_eq!(s.cache_hits, u64::from(n));
+    eprintln!(
+        "bcrypt cost 10: uncached {uncached:?}, cached {cached:?}, wrong password {wrong:?}, \
+         unknown user {unknown:?} ({s:?})"
+    );
+    srv.stop().await;
 }

@@ -11,7 +11,7 @@
 
 use super::batch::{self, Tracker};
 use super::iccid;
-use super::output::{OutputFormat, Table, print_json, print_stdout};
+use super::output::{OutputFormat, Table, cell, print_json, print_stdout};
 use super::{CommonArgs, Ctx, Failure, run_async};
 use crate::api::{ApiError, Client, NetworkResult, OperationState};
 use clap::{ArgGroup, Args};
@@ -337,10 +337,10 @@ async fn execute(
         .filter(|o| !o.result.is_success(waited))
         .collect();
     if !args.no_wait && !finished {
-        let codes: Vec<&str> = trackers
+        let codes: Vec<String> = trackers
             .iter()
             .filter(|t| !t.complete)
-            .map(|t| t.batch_code.as_str())
+            .map(|t| cell(&t.batch_code))
             .collect();
         eprintln!(
             "note: batches not finished after {}: follow them with `tibiot-exporter batch status CODE --wait` ({})",
@@ -352,7 +352,7 @@ async fn execute(
         for t in &trackers {
             eprintln!(
                 "follow with: tibiot-exporter batch status {} --wait",
-                t.batch_code
+                cell(&t.batch_code)
             );
         }
     }
@@ -531,7 +531,7 @@ fn report(ctx: &Ctx, action: &str, outcomes: &[CardOutcome], trackers: &[Tracker
                 for tr in trackers {
                     s.push_str(&format!(
                         "batch {}: {} cards\n",
-                        tr.batch_code,
+                        cell(&tr.batch_code),
                         tr.expected.len()
                     ));
                 }

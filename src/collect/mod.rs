@@ -173,7 +173,8 @@ pub struct Target<V> {
     /// `account="..",pool=".."` or `account="..",iccid=".."`, escaped.
     pub labels: Box<str>,
     pub detail: Mutex<Slot<V>>,
-    pub history: Mutex<History>,
+    /// Allocated on first use (most cards have no history configured).
+    pub history: Mutex<Option<Box<History>>>,
 }
 
 impl<V: Fetchable> Target<V> {
@@ -182,7 +183,7 @@ impl<V: Fetchable> Target<V> {
             id: Arc::from(id),
             labels: label_fragment(&[("account", account), (V::LABEL, id)]),
             detail: Mutex::new(Slot::default()),
-            history: Mutex::new(History::default()),
+            history: Mutex::new(None),
         }
     }
 }
@@ -205,8 +206,6 @@ pub struct AccountRt {
     pub stats: Arc<ApiStats>,
     pub pools: Vec<Arc<PoolTarget>>,
     pub cards: Vec<Arc<CardTarget>>,
-    pool_index: HashMap<Arc<str>, usize>,
-    card_index: HashMap<Arc<str>, usize>,
     probe_pools: Mutex<HashMap<Arc<str>, Arc<PoolTarget>>>,
     probe_cards: Mutex<HashMap<Arc<str>, Arc<CardTarget>>>,
 }
@@ -243,16 +242,16 @@ impl AccountRt {
 
     /// A configured pool, or a probe-only one (kept for later probes).
     pub fn pool_target(&self, code: &str) -> Arc<PoolTarget> {
-        if let Some(i) = self.pool_index.get(code) {
-            return self.pools[*i].clone();
+        if let Some(t) = self.pools.iter().find(|t| &*t.id == code) {
+            return t.clone();
         }
         probe_target(&self.probe_pools, &self.name, code)
     }
 
     /// A configured card, or a probe-only one (kept for later probes).
     pub fn card_target(&self, iccid: &str) -> Arc<CardTarget> {
-        if let Some(i) = self.card_index.get(iccid) {
-            return self.cards[*i].clone();
+        if let Some(t) = self.cards.iter().find(|t| &*t.id == iccid) {
+            return t.clone();
         }
         probe_target(&self.probe_cards, &self.name, iccid)
     }
@@ -349,16 +348,8 @@ impl Collector {
                 .account(&a.name)
                 .filter(|p| p.base_url == a.base_url)
                 .cloned();
-            let (pools, pool_index) = build_targets(
-                &a.name,
-                &a.pools,
-                prev.as_ref().map(|p| (&p.pools, &p.pool_index)),
-            );
-            let (cards, card_index) = build_targets(
-                &a.name,
-                &a.cards,
-                prev.as_ref().map(|p| (&p.cards, &p.card_index)),
-            );
+            let pools = build_targets(&a.name, &a.pools, prev.as_ref().map(|p| &p.pools));
+            let cards = build_targets(&a.name, &a.cards, prev.as_ref().map(|p| &p.cards));
             let limiter = NonZeroU32::new(collect.requests_per_second)
                 .map(|r| Arc::new(RateLimiter::direct(Quota::per_second(r))));
             accounts.push(Arc::new(AccountRt {
@@ -371,8 +362,6 @@ impl Collector {
                 stats,
                 pools,
                 cards,
-                pool_index,
-                card_index,
                 probe_pools: Mutex::new(HashMap::new()),
                 probe_cards: Mutex::new(HashMap::new()),
             }));
@@ -383,26 +372,28 @@ impl Collector {
     }
 }
 
-type TargetIndex = HashMap<Arc<str>, usize>;
-
+/// The targets of `ids` (de-duplicated), reusing the cached ones of `prev`.
 fn build_targets<V: Fetchable>(
     account: &str,
     ids: &[String],
-    prev: Option<(&Vec<Arc<Target<V>>>, &TargetIndex)>,
-) -> (Vec<Arc<Target<V>>>, TargetIndex) {
+    prev: Option<&Vec<Arc<Target<V>>>>,
+) -> Vec<Arc<Target<V>>> {
+    let prev: HashMap<&str, &Arc<Target<V>>> = prev
+        .map(|l| l.iter().map(|t| (&*t.id, t)).collect())
+        .unwrap_or_default();
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
     let mut out = Vec::with_capacity(ids.len());
-    let mut index = HashMap::with_capacity(ids.len());
     for id in ids {
-        if index.contains_key(id.as_str()) {
+        if !seen.insert(id.as_str()) {
             continue;
         }
-        let t = prev
-            .and_then(|(list, idx)| idx.get(id.as_str()).map(|i| list[*i].clone()))
-            .unwrap_or_else(|| Arc::new(Target::new(account, id)));
-        index.insert(t.id.clone(), out.len());
-        out.push(t);
+        out.push(
+            prev.get(id.as_str())
+                .map(|t| (*t).clone())
+                .unwrap_or_else(|| Arc::new(Target::new(account, id))),
+        );
     }
-    (out, index)
+    out
 }
 
 /// Health of one collection kind of one target, as of a snapshot.

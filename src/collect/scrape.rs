@@ -7,14 +7,15 @@
 use super::cache::{FetchError, InFlight, Slot, unix_now};
 use super::history::{Window, period_due};
 use super::{
-    AccountRt, AccountSnap, Collector, Fetchable, Health, ProbeResult, Runtime, Snapshot, Target,
-    TargetSnap, lock,
+    AccountRt, AccountSnap, CardValues, Collector, Fetchable, Health, PoolValues, ProbeResult,
+    Runtime, Snapshot, Target, TargetSnap, lock,
 };
 use crate::calendar::Month;
 use crate::config::CollectConfig;
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// What a scrape covers.
@@ -49,6 +50,9 @@ struct Plan<'a> {
     now: Instant,
     now_unix: f64,
     waits: Vec<InFlight>,
+    /// New fetches of the account being planned, details first.
+    jobs: Vec<Job>,
+    history_jobs: Vec<Job>,
 }
 
 impl Collector {
@@ -104,27 +108,30 @@ async fn collect(rt: &Runtime, scope: &Scope, deadline: Instant) -> bool {
         now: Instant::now(),
         now_unix: unix_now(),
         waits: Vec::new(),
+        jobs: Vec::new(),
+        history_jobs: Vec::new(),
     };
     for acc in &rt.accounts {
         match scope {
             Scope::All => {
                 for p in &acc.pools {
-                    plan.target(acc, p, settings.pool_ttl, windows.pool.as_ref());
+                    plan.target(p, settings.pool_ttl, windows.pool.as_ref());
                 }
                 for c in &acc.cards {
-                    plan.target(acc, c, settings.card_ttl, windows.card.as_ref());
+                    plan.target(c, settings.card_ttl, windows.card.as_ref());
                 }
             }
             Scope::Pool { account, code } if **account == *acc.name => {
                 let p = acc.pool_target(code);
-                plan.target(acc, &p, settings.pool_ttl, windows.pool.as_ref());
+                plan.target(&p, settings.pool_ttl, windows.pool.as_ref());
             }
             Scope::Card { account, iccid } if **account == *acc.name => {
                 let c = acc.card_target(iccid);
-                plan.target(acc, &c, settings.card_ttl, windows.card.as_ref());
+                plan.target(&c, settings.card_ttl, windows.card.as_ref());
             }
             _ => {}
         }
+        plan.dispatch(acc);
     }
     if plan.waits.is_empty() {
         return false;
@@ -135,76 +142,158 @@ async fn collect(rt: &Runtime, scope: &Scope, deadline: Instant) -> bool {
         .is_err()
 }
 
+/// A new in-flight marker: completes when the returned sender is dropped (after the
+/// fetch recorded its result).
+fn marker() -> (oneshot::Sender<()>, InFlight) {
+    let (tx, rx) = oneshot::channel::<()>();
+    (tx, rx.map(|_| ()).boxed().shared())
+}
+
 impl Plan<'_> {
-    fn target<V: Fetchable>(
-        &mut self,
-        acc: &Arc<AccountRt>,
-        t: &Arc<Target<V>>,
-        ttl: Duration,
-        window: Option<&Window>,
-    ) {
+    fn target<V: WorkOf>(&mut self, t: &Arc<Target<V>>, ttl: Duration, window: Option<&Window>) {
         {
             let mut slot = lock(&t.detail);
             if let Some(f) = &slot.inflight {
                 self.waits.push(f.clone());
             } else if !slot.is_fresh(self.now, ttl) {
-                let f = spawn_detail(acc.clone(), t.clone(), self.settings);
+                let (tx, f) = marker();
                 slot.inflight = Some(f.clone());
                 self.waits.push(f);
+                self.jobs.push(Job {
+                    work: V::detail_work(t.clone()),
+                    done: tx,
+                });
             }
         }
         let Some(w) = window else { return };
-        let mut h = lock(&t.history);
+        let mut guard = lock(&t.history);
+        let h = guard.get_or_insert_with(Default::default);
         h.align(w);
         let ttl = self.settings.history_ttl;
-        for (day, end) in &w.days {
-            let Some(slot) = h.days.get_mut(day) else {
-                continue;
+        let periods = w
+            .days
+            .iter()
+            .map(|(d, end)| (Period::Day(*d), *end))
+            .chain(w.months.iter().map(|(m, end)| (Period::Month(*m), *end)));
+        for (period, end) in periods {
+            let slot = match period {
+                Period::Day(d) => h.days.get_mut(&d),
+                Period::Month(m) => h.months.get_mut(&m),
             };
+            let Some(slot) = slot else { continue };
             if let Some(f) = &slot.inflight {
                 self.waits.push(f.clone());
-            } else if period_due(slot, *end, self.now, self.now_unix, ttl) {
-                let f = spawn_period(acc.clone(), t.clone(), Period::Day(*day), self.settings);
+            } else if period_due(slot, end, self.now, self.now_unix, ttl) {
+                let (tx, f) = marker();
                 slot.inflight = Some(f.clone());
                 self.waits.push(f);
+                self.history_jobs.push(Job {
+                    work: V::period_work(t.clone(), period),
+                    done: tx,
+                });
             }
         }
-        for (month, end) in &w.months {
-            let Some(slot) = h.months.get_mut(month) else {
-                continue;
-            };
-            if let Some(f) = &slot.inflight {
-                self.waits.push(f.clone());
-            } else if period_due(slot, *end, self.now, self.now_unix, ttl) {
-                let f = spawn_period(acc.clone(), t.clone(), Period::Month(*month), self.settings);
-                slot.inflight = Some(f.clone());
-                self.waits.push(f);
-            }
+    }
+
+    /// Hands the account's new fetches (details first) to one driver task that runs at most
+    /// `concurrency` of them at a time. The driver is not tied to this scrape: what outlives
+    /// the deadline still lands in the cache.
+    fn dispatch(&mut self, acc: &Arc<AccountRt>) {
+        if self.jobs.is_empty() && self.history_jobs.is_empty() {
+            return;
         }
+        let mut jobs = std::mem::take(&mut self.jobs);
+        jobs.append(&mut self.history_jobs);
+        let acc = acc.clone();
+        let settings = Arc::new(self.settings.clone());
+        let limit = settings.concurrency.max(1);
+        tokio::spawn(async move {
+            futures::stream::iter(jobs)
+                .for_each_concurrent(limit, |job| job.run(&acc, &settings))
+                .await;
+        });
     }
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Period {
+pub enum Period {
     Day(chrono::NaiveDate),
     Month(Month),
 }
 
-/// Spawns the task and wraps its handle in a shared future. If the task panics, the wrapper
-/// records the failure so the slot is not left "in flight" forever.
-fn shared_task<F, C>(task: F, on_panic: C) -> InFlight
-where
-    F: std::future::Future<Output = ()> + Send + 'static,
-    C: FnOnce() + Send + 'static,
-{
-    let handle = tokio::spawn(task);
-    async move {
-        if handle.await.is_err() {
-            on_panic();
+impl Period {
+    fn label(self) -> String {
+        match self {
+            Period::Day(d) => crate::calendar::format_day(d),
+            Period::Month(m) => m.to_string(),
         }
     }
-    .boxed()
-    .shared()
+}
+
+/// One upstream fetch to do.
+pub enum Work {
+    PoolDetail(Arc<Target<PoolValues>>),
+    CardDetail(Arc<Target<CardValues>>),
+    PoolPeriod(Arc<Target<PoolValues>>, Period),
+    CardPeriod(Arc<Target<CardValues>>, Period),
+}
+
+/// How a kind of target names its work.
+pub trait WorkOf: Fetchable {
+    fn detail_work(t: Arc<Target<Self>>) -> Work;
+    fn period_work(t: Arc<Target<Self>>, p: Period) -> Work;
+}
+
+impl WorkOf for PoolValues {
+    fn detail_work(t: Arc<Target<Self>>) -> Work {
+        Work::PoolDetail(t)
+    }
+    fn period_work(t: Arc<Target<Self>>, p: Period) -> Work {
+        Work::PoolPeriod(t, p)
+    }
+}
+
+impl WorkOf for CardValues {
+    fn detail_work(t: Arc<Target<Self>>) -> Work {
+        Work::CardDetail(t)
+    }
+    fn period_work(t: Arc<Target<Self>>, p: Period) -> Work {
+        Work::CardPeriod(t, p)
+    }
+}
+
+struct Job {
+    work: Work,
+    /// Dropped once the result is recorded: wakes every scrape waiting for it.
+    done: oneshot::Sender<()>,
+}
+
+impl Job {
+    async fn run(self, acc: &AccountRt, s: &CollectConfig) {
+        let Job { work, done } = self;
+        let result = std::panic::AssertUnwindSafe(execute(&work, acc, s))
+            .catch_unwind()
+            .await;
+        if result.is_err() {
+            let e = internal_error();
+            match &work {
+                Work::PoolDetail(t) => lock(&t.detail).record(Err(e)),
+                Work::CardDetail(t) => lock(&t.detail).record(Err(e)),
+                Work::PoolPeriod(t, p) => record_period(t, *p, Err(e)),
+                Work::CardPeriod(t, p) => record_period(t, *p, Err(e)),
+            }
+        }
+        drop(done);
+    }
+}
+
+async fn execute(work: &Work, acc: &AccountRt, s: &CollectConfig) {
+    match work {
+        Work::PoolDetail(t) => fetch_detail(acc, t, s).await,
+        Work::CardDetail(t) => fetch_detail(acc, t, s).await,
+        Work::PoolPeriod(t, p) => fetch_period(acc, t, *p, s).await,
+        Work::CardPeriod(t, p) => fetch_period(acc, t, *p, s).await,
+    }
 }
 
 fn internal_error() -> Arc<FetchError> {
@@ -215,75 +304,49 @@ fn internal_error() -> Arc<FetchError> {
     Arc::new(e)
 }
 
-fn spawn_detail<V: Fetchable>(
-    acc: Arc<AccountRt>,
-    t: Arc<Target<V>>,
-    s: &CollectConfig,
-) -> InFlight {
-    let timeout = s.timeout;
+async fn fetch_detail<V: Fetchable>(acc: &AccountRt, t: &Target<V>, s: &CollectConfig) {
     let cal = s.calendar;
-    let t2 = t.clone();
-    let task = async move {
-        let id = t.id.clone();
-        let res = acc
-            .limited(timeout, |client, deadline| {
-                V::fetch(client, id, cal, deadline)
-            })
-            .await;
-        let res = res.map_err(|e| {
-            crate::logging::fetch_failed(&acc.name, V::KIND.as_str(), &t.id, None, V::DETAIL, &e);
-            Arc::new(FetchError::from_api(&e))
-        });
-        lock(&t.detail).record(res);
-    };
-    shared_task(task, move || {
-        let mut slot = lock(&t2.detail);
-        if slot.inflight.is_some() {
-            slot.record(Err(internal_error()));
-        }
-    })
+    let id = t.id.clone();
+    let res = acc
+        .limited(s.timeout, |client, deadline| {
+            V::fetch(client, id, cal, deadline)
+        })
+        .await;
+    let res = res.map_err(|e| {
+        crate::logging::fetch_failed(&acc.name, V::KIND.as_str(), &t.id, None, V::DETAIL, &e);
+        Arc::new(FetchError::from_api(&e))
+    });
+    lock(&t.detail).record(res);
 }
 
-fn spawn_period<V: Fetchable>(
-    acc: Arc<AccountRt>,
-    t: Arc<Target<V>>,
+async fn fetch_period<V: Fetchable>(
+    acc: &AccountRt,
+    t: &Target<V>,
     period: Period,
     s: &CollectConfig,
-) -> InFlight {
-    let timeout = s.timeout;
-    let t2 = t.clone();
-    let task = async move {
-        let (label, month, ep) = match period {
-            Period::Day(d) => (crate::calendar::format_day(d), false, V::DAY),
-            Period::Month(m) => (m.to_string(), true, V::MONTH),
-        };
-        let id = t.id.clone();
-        let p = label.clone();
-        let res = acc
-            .limited(timeout, |client, deadline| {
-                V::fetch_period(client, id, p, month, deadline)
-            })
-            .await;
-        let res = res.map_err(|e| {
-            crate::logging::fetch_failed(
-                &acc.name,
-                V::HISTORY.as_str(),
-                &t.id,
-                Some(&label),
-                ep,
-                &e,
-            );
-            Arc::new(FetchError::from_api(&e))
-        });
-        record_period(&t, period, res);
+) {
+    let (month, ep) = match period {
+        Period::Day(_) => (false, V::DAY),
+        Period::Month(_) => (true, V::MONTH),
     };
-    shared_task(task, move || {
-        record_period(&t2, period, Err(internal_error()));
-    })
+    let label = period.label();
+    let id = t.id.clone();
+    let p = label.clone();
+    let res = acc
+        .limited(s.timeout, |client, deadline| {
+            V::fetch_period(client, id, p, month, deadline)
+        })
+        .await;
+    let res = res.map_err(|e| {
+        crate::logging::fetch_failed(&acc.name, V::HISTORY.as_str(), &t.id, Some(&label), ep, &e);
+        Arc::new(FetchError::from_api(&e))
+    });
+    record_period(t, period, res);
 }
 
 fn record_period<V>(t: &Target<V>, period: Period, res: Result<Option<f64>, Arc<FetchError>>) {
-    let mut h = lock(&t.history);
+    let mut guard = lock(&t.history);
+    let Some(h) = guard.as_mut() else { return };
     let slot: Option<&mut Slot<Option<f64>>> = match period {
         Period::Day(d) => h.days.get_mut(&d),
         Period::Month(m) => h.months.get_mut(&m),
@@ -375,7 +438,8 @@ impl SnapCtx {
             (value, health)
         };
         let history = with_history.then(|| {
-            let mut h = lock(&t.history);
+            let mut guard = lock(&t.history);
+            let h = guard.get_or_insert_with(Default::default);
             let view = h.view(&self.cal);
             let late = self.timed_out && h.any_inflight();
             let health = Health {

@@ -158,6 +158,8 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
             }
         };
         encode_into(&snap, Some(&me), Writer::streaming(fmt, &mut sink));
+        drop(snap);
+        crate::metrics::process::release_freed_memory();
     });
     let stream = futures::stream::poll_fn(move |cx| {
         rx.poll_recv(cx)

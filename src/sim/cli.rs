@@ -13,6 +13,29 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 200ms, 1s)"))
 }
 
+fn count_parser(max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s: &str| {
+        let n: usize = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a whole number"))?;
+        if n <= max {
+            Ok(n)
+        } else {
+            Err(format!("at most {max}"))
+        }
+    }
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    if s.is_empty() || (s.starts_with('/') && !s.contains(['?', '#', ' '])) {
+        Ok(s.to_string())
+    } else {
+        Err("must be a path starting with '/'".into())
+    }
+}
+
 fn parse_ratio(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim()
@@ -34,11 +57,11 @@ pub struct SimulateArgs {
     /// Seed of the generated world.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Number of pools.
-    #[arg(long, default_value_t = 8)]
+    /// Number of pools (at most 100000).
+    #[arg(long, default_value_t = 8, value_parser = count_parser(100_000))]
     pub pools: usize,
-    /// Number of cards.
-    #[arg(long, default_value_t = 40)]
+    /// Number of cards (at most 1000000).
+    #[arg(long, default_value_t = 40, value_parser = count_parser(1_000_000))]
     pub cards: usize,
     /// Latency added to every answer (e.g. 200ms).
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
@@ -64,6 +87,9 @@ pub struct SimulateArgs {
     /// Delay of the slow targets.
     #[arg(long = "slow-delay", value_parser = parse_duration, default_value = "30s")]
     pub slow_delay: Duration,
+    /// Serve the endpoints below this path (e.g. /open/tibiot); the base_url then ends with it.
+    #[arg(long = "path-prefix", value_parser = parse_prefix, default_value = "")]
+    pub path_prefix: String,
     /// One step of a network-operation batch.
     #[arg(long = "batch-step", value_parser = parse_duration, default_value = "400ms")]
     pub batch_step: Duration,
@@ -84,6 +110,7 @@ impl SimulateArgs {
             failing_targets: self.failing_targets.clone(),
             slow_targets: self.slow_targets.clone(),
             slow_delay: self.slow_delay,
+            path_prefix: self.path_prefix.clone(),
             ..SimOptions::default()
         }
     }

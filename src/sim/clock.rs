@@ -4,6 +4,12 @@
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use std::sync::Mutex;
 
+/// Real time plus `offset` (real time if that would overflow).
+fn shifted(offset: ChronoDuration) -> DateTime<Utc> {
+    let now = Utc::now();
+    now.checked_add_signed(offset).unwrap_or(now)
+}
+
 #[derive(Debug, Default)]
 struct State {
     frozen: Option<DateTime<Utc>>,
@@ -24,13 +30,13 @@ impl WorldClock {
     /// The current world time.
     pub fn now(&self) -> DateTime<Utc> {
         let s = self.lock();
-        s.frozen.unwrap_or_else(|| Utc::now() + s.offset)
+        s.frozen.unwrap_or_else(|| shifted(s.offset))
     }
 
     /// Stops the clock at `at`, or at the current world time when `None`.
     pub fn freeze(&self, at: Option<DateTime<Utc>>) {
         let mut s = self.lock();
-        let now = s.frozen.unwrap_or_else(|| Utc::now() + s.offset);
+        let now = s.frozen.unwrap_or_else(|| shifted(s.offset));
         s.frozen = Some(at.unwrap_or(now));
     }
 
@@ -47,12 +53,23 @@ impl WorldClock {
         *self.lock() = State::default();
     }
 
-    /// Moves the clock forward (or back, with a negative duration).
+    /// Moves the clock forward (or back, with a negative duration). A move past the end of
+    /// chrono's range is ignored.
     pub fn advance(&self, by: ChronoDuration) {
         let mut s = self.lock();
         match &mut s.frozen {
-            Some(at) => *at += by,
-            None => s.offset += by,
+            Some(at) => {
+                if let Some(t) = at.checked_add_signed(by) {
+                    *at = t;
+                }
+            }
+            None => {
+                if let Some(o) = s.offset.checked_add(&by)
+                    && Utc::now().checked_add_signed(o).is_some()
+                {
+                    s.offset = o;
+                }
+            }
         }
     }
 }
@@ -71,6 +88,9 @@ mod tests {
         assert_eq!(c.now(), t + ChronoDuration::hours(1));
         c.resume();
         assert!((c.now() - t).num_minutes().abs() <= 61);
+        c.advance(ChronoDuration::MAX);
+        c.freeze(None);
+        c.advance(ChronoDuration::MAX);
         c.reset();
         assert!((c.now() - Utc::now()).num_seconds().abs() <= 1);
     }

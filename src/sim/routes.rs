@@ -6,6 +6,14 @@
 //! HTTP 200 too, like the vendor: `code` 400 (a missing or invalid parameter), 401 (signature
 //! rejected), 404 (unknown pool, ICCID or batch), 5000 (injected "system busy"). An unknown
 //! path is HTTP 404, a wrong method HTTP 405, a request body over 64 KiB HTTP 413.
+//!
+//! Validation: every parameter the reference marks required must be present and non-empty
+//! (`queryDay` of the pool day usage is optional there and defaults to today); `queryMonth` is
+//! `YYYY-MM` within the last 12 months (this month included) and `queryDay` `YYYY-MM-DD`
+//! within the last 30 days (today included), both on the API calendar at the world clock.
+//! The network operation takes 1 to 10 ICCIDs and a boolean `switchOn`; unknown ICCIDs,
+//! duplicates and cards in liquidation (18) are rejected in `errorInfo`, abnormal cards (99)
+//! are accepted and fail in the batch; `batchCode` is absent when nothing was accepted.
 
 use super::SimState;
 use super::faults::Fault;

@@ -1,22 +1,20 @@
 //! Secure serving: the exporter-toolkit web configuration (`--web.config.file`: TLS, client
 //! certificates, basic auth, response headers), the listener that applies it (TLS handshake,
-//! hyper connections, graceful shutdown, reload of a changed file without a restart), the
-//! self-protection layers (timeouts, concurrency and body limits) and the validation of
-//! request parameters that reach the upstream API.
+//! hyper connections, graceful shutdown, reload of a changed file without a restart) and the
+//! self-protection layers (timeouts, concurrency and body limits). (`/probe` parameters are
+//! validated by `crate::http` with the configuration's validators.)
 //!
 //! - [`config`]: parse and validate the YAML (strict, errors name the key).
 //! - [`tls`]: rustls `ServerConfig` from the validated TLS settings.
 //! - [`auth`]: basic auth (bcrypt, dummy hash for unknown users, verified-credential cache).
 //! - [`guard`]: the tower layers put around the whole router.
 //! - [`server`]: accept loop, TLS, hyper-util connections, reload, shutdown.
-//! - [`validate`]: `/probe` parameter checks.
 
 pub mod auth;
 pub mod config;
 pub mod guard;
 pub mod server;
 pub mod tls;
-pub mod validate;
 
 pub use config::{WebConfig, WebConfigError};
 pub use guard::Limits;

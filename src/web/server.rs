@@ -168,6 +168,14 @@ fn check_reload(watched: &Mutex<Watched>, shared: &Shared) {
     }
 }
 
+/// Checks a web config file completely (YAML, keys, hashes, certificate and key files), as
+/// `promtool check web-config` does. Blocking.
+pub fn check_file(path: &Path) -> Result<(), WebConfigError> {
+    let cfg = WebConfig::load(path)?;
+    Active::build(&cfg).map_err(|e| e.in_file(path))?;
+    Ok(())
+}
+
 /// Binds `:PORT` (every interface), `HOST:PORT` or `[V6]:PORT`.
 pub async fn bind_address(listen: &str) -> Result<TcpListener, ServeError> {
     let bind_err = |source| ServeError::Bind {
@@ -288,7 +296,12 @@ impl WebServer {
         let limits = options.limits.clone();
         let app = guard::protect(router, shared.clone(), &limits);
         let addr = listener.local_addr()?;
-        tracing::info!(address = %addr, tls = shared.current().tls.is_some(), "listening");
+        tracing::info!(
+            address = %addr,
+            tls = shared.current().tls.is_some(),
+            basic_auth = shared.current().users.is_some(),
+            "serving HTTP"
+        );
 
         let reloader = watched.map(|w| {
             let shared = shared.clone();
@@ -337,7 +350,21 @@ impl WebServer {
                 let _done = done;
                 match &active.tls {
                     None => {
-                        serve_conn(TokioIo::new(tcp), app, peer, active.http2, &limits, stop).await
+                        // A client that connects and sends nothing is dropped after the header
+                        // read timeout (hyper's own timer starts only once it sniffed a version).
+                        let mut first = [0u8; 1];
+                        match tokio::time::timeout(limits.header_read_timeout, tcp.peek(&mut first))
+                            .await
+                        {
+                            Ok(Ok(n)) if n > 0 => {}
+                            _ => return,
+                        }
+                        let proto = if active.http2 {
+                            Proto::Auto
+                        } else {
+                            Proto::Http1
+                        };
+                        serve_conn(TokioIo::new(tcp), app, peer, proto, &limits, stop).await
                     }
                     Some(cfg) => {
                         let acceptor = tokio_rustls::TlsAcceptor::from(cfg.clone());
@@ -348,15 +375,14 @@ impl WebServer {
                         .await
                         {
                             Ok(Ok(tls)) => {
-                                serve_conn(
-                                    TokioIo::new(tls),
-                                    app,
-                                    peer,
-                                    active.http2,
-                                    &limits,
-                                    stop,
-                                )
-                                .await
+                                // ALPN decides the protocol; without ALPN, sniff it.
+                                let proto = match tls.get_ref().1.alpn_protocol() {
+                                    Some(b"h2") => Proto::Http2,
+                                    Some(_) => Proto::Http1,
+                                    None if active.http2 => Proto::Auto,
+                                    None => Proto::Http1,
+                                };
+                                serve_conn(TokioIo::new(tls), app, peer, proto, &limits, stop).await
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed")
@@ -394,11 +420,20 @@ impl StatsHandle {
     }
 }
 
+/// Which HTTP version a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Http1,
+    Http2,
+    /// Sniffed from the first bytes (plain connections, TLS without ALPN).
+    Auto,
+}
+
 async fn serve_conn<I>(
     io: TokioIo<I>,
     app: Router,
     peer: SocketAddr,
-    http2: bool,
+    proto: Proto,
     limits: &Limits,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -424,7 +459,11 @@ async fn serve_conn<I>(
         .max_header_list_size(64 * 1024)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(limits.header_read_timeout);
-    let builder = if http2 { builder } else { builder.http1_only() };
+    let builder = match proto {
+        Proto::Http1 => builder.http1_only(),
+        Proto::Http2 => builder.http2_only(),
+        Proto::Auto => builder,
+    };
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     let mut stopping = false;
