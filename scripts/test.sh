@@ -6,3 +6,6 @@ cargo test --all-targets
 # An independent (Python, stdlib-only) client of CONTRACT §2 against `simulate`.
 cargo build --bin tibiot-exporter
 timeout 120 python3 tests/py/independent_client.py target/debug/tibiot-exporter
+# The ops kit: dashboards, rules and deploy files (static), then every dashboard query and the
+# alerts against a real Prometheus scraping `tibiot-exporter demo`.
+scripts/ops/check.sh target/debug/tibiot-exporter

@@ -40,12 +40,16 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
     .map_err(|e| format!("--log.level: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A closed stderr must not panic the task that logs (the default reports the failed
+        // write with eprintln!, which panics when stderr is gone).
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .with_target(false)
             .try_init(),
         LogFormat::Logfmt => builder.event_format(Logfmt).try_init(),
     };
@@ -75,7 +79,7 @@ pub fn fetch_failed(
     );
 }
 
-/// The logfmt event format: `ts=... level=... msg="..." key=value ...`.
+/// The logfmt event format: `ts=... level=... caller=<module> msg="..." key=value ...`.
 pub struct Logfmt;
 
 impl<S, N> FormatEvent<S, N> for Logfmt
@@ -93,7 +97,7 @@ where
         let meta = event.metadata();
         write!(
             w,
-            "ts={ts} level={} target={}",
+            "ts={ts} level={} caller={}",
             meta.level().as_str().to_ascii_lowercase(),
             meta.target()
         )?;

@@ -85,6 +85,12 @@ pub fn run(flags: ServeFlags) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(web) = &flags.web_config_file
+        && let Err(e) = crate::web::server::check_file(web)
+    {
+        eprintln!("error: invalid {e}");
+        return ExitCode::from(2);
+    }
     crate::metrics::process::limit_malloc_arenas();
     let path = flags.config_file.clone();
     let loader: Loader = Arc::new(move || Config::load(&path).map_err(|e| e.to_string()));
@@ -155,15 +161,14 @@ pub async fn serve_router(
     web_config: Option<&Path>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    if let Some(p) = web_config {
-        return Err(std::io::Error::other(format!(
-            "--web.config.file={}: TLS and basic auth are not available in this build",
-            p.display()
-        )));
-    }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    let options = crate::web::ServerOptions {
+        web_config_file: web_config.map(Path::to_path_buf),
+        ..Default::default()
+    };
+    let server = crate::web::WebServer::from_listener(listener, options)
         .await
+        .map_err(std::io::Error::other)?;
+    server.serve(app, shutdown).await
 }
 
 fn spawn_sighup(app: Arc<App>) {

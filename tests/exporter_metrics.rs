@@ -345,3 +345,41 @@ async fn concurrent_scrapes_share_fetches_and_the_ttl_prevents_refetching() {
     }
     assert_eq!(sim.total_requests(), one_scrape);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_days_and_months_are_fetched_once() {
+    let sim = sim(SimOptions::default()).await;
+    let pools = sim.pools()[..3].to_vec();
+    let yaml = config_yaml(
+        &sim,
+        &pools,
+        &[],
+        "  pool_ttl: 1h\n  history_ttl: 1s\n  history:\n    pool_days: 10\n    pool_months: 4\n",
+    );
+    let server = Server::start(&yaml, None).await;
+    let s = parse(&get(&server.url("/metrics")).await.1);
+    assert_eq!(find(&s, "tibiot_pool_daily_usage_bytes", &[]).len(), 3 * 10);
+    assert_eq!(
+        find(&s, "tibiot_pool_monthly_usage_bytes", &[]).len(),
+        3 * 4
+    );
+    assert_eq!(sim.requests(Endpoint::PoolDayUsage), 3 * 10);
+    assert_eq!(sim.requests(Endpoint::PoolMonthUsage), 3 * 4);
+
+    // After history_ttl only today and this month are fetched again; pool detail (1h TTL)
+    // and the closed periods are not.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sim.reset_counters();
+    let s = parse(&get(&server.url("/metrics")).await.1);
+    assert_eq!(sim.requests(Endpoint::PoolDayUsage), 3);
+    assert_eq!(sim.requests(Endpoint::PoolMonthUsage), 3);
+    assert_eq!(sim.requests(Endpoint::PoolDetail), 0);
+    assert_eq!(find(&s, "tibiot_pool_daily_usage_bytes", &[]).len(), 3 * 10);
+    let today = format_day(sim.today());
+    for p in &pools {
+        let ok = [("kind", "pool_history"), ("target", p.as_str())];
+        assert_eq!(value(&s, "tibiot_collect_success", &ok), Some(1.0));
+        let with = [("pool", p.as_str()), ("date", today.as_str())];
+        assert!(value(&s, "tibiot_pool_daily_usage_bytes", &with).is_some());
+    }
+}

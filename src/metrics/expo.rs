@@ -406,3 +406,66 @@ mod tests {
         assert!(text.ends_with("a{k=\"v\"} 19999\n"));
     }
 }
+
+/// prometheus-client's encoders are the reference for the wire format: the same label values
+/// (quotes, backslashes, newlines, CJK) must produce the same sample lines.
+#[cfg(test)]
+mod reference {
+    use super::*;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::registry::Registry;
+    use std::sync::atomic::AtomicU64;
+
+    fn samples(text: &str) -> Vec<String> {
+        let mut v: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            // Compare names and labels; numbers are formatted differently (1 vs 1.0).
+            .map(|l| l.rsplit_once(' ').unwrap().0.to_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn same_sample_lines_as_prometheus_client() {
+        let values = [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "new\nline",
+            "池 \"A\" \\ 一\n第二行",
+            "",
+        ];
+        let mut registry = Registry::default();
+        let family = Family::<Vec<(String, String)>, Gauge<f64, AtomicU64>>::default();
+        registry.register("x_bytes", "Help", family.clone());
+        let mut ours_text = Writer::new(Format::Text);
+        let mut ours_om = Writer::new(Format::OpenMetrics);
+        ours_text.family("x_bytes", "Help", MetricType::Gauge);
+        ours_om.family("x_bytes", "Help", MetricType::Gauge);
+        for (i, v) in values.iter().enumerate() {
+            let id = format!("t{i}");
+            family
+                .get_or_create(&vec![
+                    ("account".to_owned(), "a".to_owned()),
+                    ("pool".to_owned(), id.clone()),
+                    ("name".to_owned(), (*v).to_owned()),
+                ])
+                .set(i as f64);
+            let fixed = label_fragment(&[("account", "a"), ("pool", &id)]);
+            ours_text.sample(&fixed, &[("name", v)], i as f64);
+            ours_om.sample(&fixed, &[("name", v)], i as f64);
+        }
+        let mut theirs_text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut theirs_text, &registry).unwrap();
+        let mut theirs_om = String::new();
+        prometheus_client::encoding::text::encode(&mut theirs_om, &registry).unwrap();
+        let ours_text = String::from_utf8(ours_text.finish()).unwrap();
+        let ours_om = String::from_utf8(ours_om.finish()).unwrap();
+        assert_eq!(samples(&ours_text), samples(&theirs_text));
+        assert_eq!(samples(&ours_om), samples(&theirs_om));
+        assert!(ours_om.ends_with("# EOF\n") && theirs_om.ends_with("# EOF\n"));
+    }
+}

@@ -570,6 +570,36 @@ pub fn encode_into(snap: &Snapshot, me: Option<&SelfMetrics>, mut w: Writer<'_>)
     w.finish()
 }
 
+/// The README's metric reference, generated from [`FAMILIES`] (between the markers
+/// `<!-- metrics:start -->` and `<!-- metrics:end -->`; `tests/exporter_readme.rs` checks it).
+pub fn reference_markdown() -> String {
+    let mut out =
+        String::from("| metric | type | labels | served on | meaning |\n|---|---|---|---|---|\n");
+    for f in FAMILIES {
+        let labels = if f.labels.is_empty() {
+            "—".to_owned()
+        } else {
+            f.labels
+                .iter()
+                .map(|l| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let served = match f.served {
+            Served::Both => "/metrics, /probe",
+            Served::Metrics => "/metrics",
+            Served::Probe => "/probe",
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {labels} | {served} | {} |\n",
+            f.name,
+            f.typ.as_str(),
+            f.help.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
 /// The whole exposition in memory (tests, small outputs).
 pub fn encode(snap: &Snapshot, me: Option<&SelfMetrics>, fmt: Format) -> Vec<u8> {
     encode_into(snap, me, Writer::new(fmt))

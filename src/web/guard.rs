@@ -79,7 +79,8 @@ impl Active {
 /// Limits that protect the server.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Longest a request may take inside the router (scrapes included); 503 after it.
+    /// Longest a request may take inside the router; 503 after it. A safety net: scrapes are
+    /// bounded by `collect.timeout` (keep that below this).
     pub request_timeout: Duration,
     /// Requests served at once; beyond it 503 at once.
     pub max_concurrent_requests: usize,
@@ -98,7 +99,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            request_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(300),
             max_concurrent_requests: 64,
             max_request_body_bytes: 64 * 1024,
             max_connections: 512,

@@ -18,4 +18,4 @@ pub mod tls;
 
 pub use config::{WebConfig, WebConfigError};
 pub use guard::Limits;
-pub use server::{ServeError, ServerOptions, WebServer};
+pub use server::{ServerOptions, WebServer};

@@ -5,8 +5,8 @@
 //! `reload_interval`: a changed, valid file takes effect for the next connection and request;
 //! a changed, invalid one is logged once and the previous configuration stays in force.
 //!
-//! Use: `WebServer::bind(":9869", options).await?` (config errors → exit 2, bind errors → 1),
-//! then `server.serve(router, shutdown).await`.
+//! Use: `WebServer::from_listener(listener, options).await?` (an invalid web config is an
+//! error naming the key), then `server.serve(router, shutdown).await`.
 
 use crate::web::auth::AuthStats;
 use crate::web::config::{WebConfig, WebConfigError};
@@ -45,30 +45,6 @@ impl Default for ServerOptions {
             web_config_file: None,
             limits: Limits::default(),
             reload_interval: Duration::from_secs(2),
-        }
-    }
-}
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The web config file is invalid.
-    #[error(transparent)]
-    Config(#[from] WebConfigError),
-    /// The listen address is malformed.
-    #[error("--web.listen-address {0:?}: expected HOST:PORT or :PORT")]
-    Address(String),
-    /// The address cannot be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: io::Error },
-}
-
-impl ServeError {
-    /// 2 for bad configuration or usage, 1 for a runtime failure (CONTRACT §4).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ServeError::Config(_) | ServeError::Address(_) => 2,
-            ServeError::Bind { .. } => 1,
         }
     }
 }
@@ -176,31 +152,6 @@ pub fn check_file(path: &Path) -> Result<(), WebConfigError> {
     Ok(())
 }
 
-/// Binds `:PORT` (every interface), `HOST:PORT` or `[V6]:PORT`.
-pub async fn bind_address(listen: &str) -> Result<TcpListener, ServeError> {
-    let bind_err = |source| ServeError::Bind {
-        addr: listen.to_string(),
-        source,
-    };
-    if let Some(port) = listen.strip_prefix(':') {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| ServeError::Address(listen.to_string()))?;
-        // Dual-stack where IPv6 exists, else IPv4.
-        return match TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, port)).await {
-            Ok(l) => Ok(l),
-            Err(_) => TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port))
-                .await
-                .map_err(bind_err),
-        };
-    }
-    match listen.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
-        _ => return Err(ServeError::Address(listen.to_string())),
-    }
-    TcpListener::bind(listen).await.map_err(bind_err)
-}
-
 /// A bound server with its web configuration loaded.
 pub struct WebServer {
     listener: TcpListener,
@@ -210,23 +161,12 @@ pub struct WebServer {
 }
 
 impl WebServer {
-    /// Loads the web config, then binds `listen` (`:9869`, `127.0.0.1:0`, ...).
-    pub async fn bind(listen: &str, options: ServerOptions) -> Result<WebServer, ServeError> {
-        let (shared, watched) = Self::load_initial(&options).await?;
-        let listener = bind_address(listen).await?;
-        Ok(WebServer {
-            listener,
-            shared,
-            watched,
-            options,
-        })
-    }
-
-    /// Uses an already bound listener.
+    /// Loads the web config (an invalid one is an error naming the key) for serving on
+    /// `listener`.
     pub async fn from_listener(
         listener: TcpListener,
         options: ServerOptions,
-    ) -> Result<WebServer, ServeError> {
+    ) -> Result<WebServer, WebConfigError> {
         let (shared, watched) = Self::load_initial(&options).await?;
         Ok(WebServer {
             listener,
@@ -239,7 +179,7 @@ impl WebServer {
     #[allow(clippy::type_complexity)]
     async fn load_initial(
         options: &ServerOptions,
-    ) -> Result<(Arc<Shared>, Option<Arc<Mutex<Watched>>>), ServeError> {
+    ) -> Result<(Arc<Shared>, Option<Arc<Mutex<Watched>>>), WebConfigError> {
         let Some(path) = options.web_config_file.clone() else {
             return Ok((
                 Arc::new(Shared::new(Active::plain(), &options.limits)),
@@ -481,24 +421,4 @@ async fn serve_conn<I>(
             }
         }
     }
-}
-
-/// Binds `listen` and serves `router` with the web config until `shutdown`.
-pub async fn serve<F>(
-    listen: &str,
-    options: ServerOptions,
-    router: Router,
-    shutdown: F,
-) -> Result<(), ServeError>
-where
-    F: Future<Output = ()> + Send,
-{
-    let server = WebServer::bind(listen, options).await?;
-    server
-        .serve(router, shutdown)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: listen.to_string(),
-            source,
-        })
 }

@@ -44,6 +44,10 @@ pub struct Server {
 impl Server {
     pub async fn start(yaml: &str, loader: Option<Loader>) -> Server {
         let config = Config::parse(yaml, Path::new(".")).expect("valid test configuration");
+        Self::start_config(config, loader).await
+    }
+
+    pub async fn start_config(config: Config, loader: Option<Loader>) -> Server {
         let collector = Arc::new(Collector::new(Arc::new(config)).expect("collector"));
         let app = App::new(collector, loader);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
