@@ -28,6 +28,9 @@ enum Command {
         /// Path to the configuration file.
         #[arg(long = "config.file", default_value = config::DEFAULT_CONFIG_FILE)]
         config_file: PathBuf,
+        /// Also validate this web configuration file (TLS, basic auth).
+        #[arg(long = "web.config.file")]
+        web_config_file: Option<PathBuf>,
     },
     /// Run the embedded TIBIOT simulator (prints one JSON line, then serves until SIGINT/SIGTERM).
     Simulate(tibiot_exporter::sim::cli::SimulateArgs),
@@ -56,7 +59,10 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::CheckConfig { config_file }) => config::check_config_command(&config_file),
+        Some(Command::CheckConfig {
+            config_file,
+            web_config_file,
+        }) => check_config(&config_file, web_config_file.as_deref()),
         None => tibiot_exporter::serve::run(cli.serve),
         Some(Command::Simulate(args)) => tibiot_exporter::sim::cli::run(args),
         Some(Command::Demo(d)) => tibiot_exporter::demo::run(d, cli.serve.log),
@@ -64,5 +70,26 @@ fn main() -> ExitCode {
         Some(Command::Card(a)) => tibiot_exporter::cli::card_command(a),
         Some(Command::Batch(a)) => tibiot_exporter::cli::batch_command(a),
         Some(Command::Backfill(a)) => tibiot_exporter::cli::backfill_command(a),
+    }
+}
+
+/// `check-config`: the configuration file and, when given, the web configuration file.
+fn check_config(config_file: &std::path::Path, web: Option<&std::path::Path>) -> ExitCode {
+    let status = config::check_config_command(config_file);
+    if status != ExitCode::SUCCESS {
+        return status;
+    }
+    match web.map(tibiot_exporter::web::server::check_file) {
+        Some(Err(e)) => {
+            eprintln!("invalid web configuration: {e}");
+            ExitCode::from(2)
+        }
+        Some(Ok(())) => {
+            if let Some(w) = web {
+                println!("{}: OK", w.display());
+            }
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::SUCCESS,
     }
 }

@@ -106,16 +106,39 @@ async fn bad_configurations_make_the_server_exit_2_naming_the_key() {
     for (what, yaml, key) in cases {
         let path = dir.path().join("bad.yml");
         std::fs::write(&path, yaml).unwrap();
-        let out = Command::new(BIN)
-            .arg(format!("--config.file={}", path.display()))
-            .arg("--web.listen-address=127.0.0.1:0")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
-        assert!(stderr.contains(key), "{what}: {stderr}");
-        assert!(!stderr.contains("app_secret: s"), "{what}: secret echoed");
+        let config_flag = format!("--config.file={}", path.display());
+        // The server and `check-config` reject it alike.
+        for args in [
+            vec![config_flag.as_str(), "--web.listen-address=127.0.0.1:0"],
+            vec!["check-config", config_flag.as_str()],
+        ] {
+            let out = Command::new(BIN).args(&args).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{what} {args:?}: {stderr}");
+            assert!(stderr.contains(key), "{what} {args:?}: {stderr}");
+            assert!(!stderr.contains("app_secret: s"), "{what}: secret echoed");
+        }
     }
+    // check-config accepts the good file, and checks a web config when given one.
+    let path = dir.path().join("good.yml");
+    std::fs::write(&path, good).unwrap();
+    let config_flag = format!("--config.file={}", path.display());
+    let out = Command::new(BIN)
+        .args(["check-config", config_flag.as_str()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, "basic_auth_users:\n  ops: plain-password\n").unwrap();
+    let web_flag = format!("--web.config.file={}", web.display());
+    let out = Command::new(BIN)
+        .args(["check-config", config_flag.as_str(), web_flag.as_str()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("basic_auth_users.ops"), "{stderr}");
+    assert!(!stderr.contains("plain-password"), "{stderr}");
     // A missing config file is exit 2 as well.
     let out = Command::new(BIN)
         .arg("--config.file=/nonexistent/tibiot.yml")

@@ -34,6 +34,9 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     let q = canonical_query(&pairs);
-    assert!(q.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~=&%".contains(&b)));
+    assert!(
+        q.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~=&%".contains(&b))
+    );
     let _ = verify_signature(data, s, s);
 });
