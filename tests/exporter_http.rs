@@ -46,6 +46,13 @@ async fn gzip_and_openmetrics_negotiation() {
         v
     };
     assert_eq!(names(&text), names(&plain));
+    let r = client()
+        .get(server.url("/metrics"))
+        .header("Accept-Encoding", "gzip;q=0, identity")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("content-encoding").is_none());
     assert!(!plain.contains("# EOF"));
     assert!(plain.contains("# TYPE tibiot_pool_info gauge"));
 

