@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::logging;
-use crate::serve::{LogFlags, bind_address, run_server};
+use crate::serve::{LogFlags, bind_listener, run_server};
 use crate::sim::{SimHandle, SimOptions};
 use std::path::Path;
 use std::process::ExitCode;
@@ -116,7 +116,7 @@ pub fn run(flags: DemoFlags, log: LogFlags) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let listener = match tokio::net::TcpListener::bind(bind_address(&flags.listen_address)).await {
+        let listener = match bind_listener(&flags.listen_address).await {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("error: cannot listen on {}: {e}", flags.listen_address);

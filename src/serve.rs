@@ -60,12 +60,16 @@ pub struct LogFlags {
     pub format: LogFormat,
 }
 
-/// `:9869` → `0.0.0.0:9869`; other forms (`127.0.0.1:9869`, `[::1]:9869`, `host:9869`) as given.
-pub fn bind_address(listen: &str) -> String {
-    if let Some(port) = listen.strip_prefix(':') {
-        format!("0.0.0.0:{port}")
-    } else {
-        listen.to_owned()
+/// Listens on `--web.listen-address`. `:9869` means every interface, IPv6 and IPv4 like the Go
+/// exporters (`[::]:9869`, dual-stack), falling back to `0.0.0.0:9869` where IPv6 is off;
+/// other forms (`127.0.0.1:9869`, `[::1]:9869`, `host:9869`) are bound as given.
+pub async fn bind_listener(listen: &str) -> std::io::Result<TcpListener> {
+    match listen.strip_prefix(':') {
+        Some(port) => match TcpListener::bind(format!("[::]:{port}")).await {
+            Ok(l) => Ok(l),
+            Err(_) => TcpListener::bind(format!("0.0.0.0:{port}")).await,
+        },
+        None => TcpListener::bind(listen).await,
     }
 }
 
@@ -102,7 +106,7 @@ pub fn run(flags: ServeFlags) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let listener = match TcpListener::bind(bind_address(&flags.listen_address)).await {
+        let listener = match bind_listener(&flags.listen_address).await {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("error: cannot listen on {}: {e}", flags.listen_address);
@@ -215,9 +219,17 @@ pub async fn shutdown_signal() {
 mod tests {
     use super::*;
 
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(bind_address(":9869"), "0.0.0.0:9869");
-        assert_eq!(bind_address("127.0.0.1:1"), "127.0.0.1:1");
+    #[tokio::test]
+    async fn listen_addresses() {
+        // `:PORT` is every interface: reachable over IPv4 loopback (and IPv6 where enabled).
+        let l = bind_listener(":0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(l.local_addr().unwrap().ip().is_unspecified());
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let l = bind_listener("127.0.0.1:0").await.unwrap();
+        assert!(l.local_addr().unwrap().ip().is_loopback());
+        assert!(bind_listener("not an address").await.is_err());
     }
 }
