@@ -7,6 +7,7 @@ mod exporter_support;
 use exporter_support::*;
 use std::io::Read;
 use std::sync::Arc;
+use tibiot_exporter::api::Endpoint;
 use tibiot_exporter::config::Config;
 use tibiot_exporter::http::Loader;
 use tibiot_exporter::sim::{FaultRule, SimOptions};
@@ -206,6 +207,27 @@ async fn landing_page_lists_every_target_and_escapes_html() {
     assert!(!html.contains("src=\"http"), "no external assets");
     assert!(!html.contains(sim.app_secret()));
     assert!(html.contains("Account test"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn landing_page_collects_like_a_scrape_and_shares_the_cache() {
+    let sim = sim(SimOptions::default()).await;
+    let pools = sim.pools();
+    let server = Server::start(&config_yaml(&sim, &pools, &[], ""), None).await;
+    // The first visit, before any scrape, shows fetched values, not "pending".
+    let (status, html) = get(&server.url("/")).await;
+    assert_eq!(status, 200);
+    assert!(!html.contains(">pending<"), "{html}");
+    let detail_calls = sim.requests(Endpoint::PoolDetail);
+    assert_eq!(detail_calls, pools.len() as u64);
+    // A scrape within the TTL reuses what the page fetched.
+    let (status, body) = get(&server.url("/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains(&format!(
+        "tibiot_pool_used_bytes{{account=\"test\",pool=\"{}\"}}",
+        pools[0]
+    )));
+    assert_eq!(sim.requests(Endpoint::PoolDetail), detail_calls);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -91,11 +91,6 @@ impl Collector {
         });
         Some(snap)
     }
-
-    /// The cached state without collecting (the landing page).
-    pub fn view(&self) -> Snapshot {
-        snapshot(&self.runtime(), &Scope::All, false)
-    }
 }
 
 /// Starts or joins every due fetch of `scope` and waits for them until `deadline`.

@@ -111,7 +111,7 @@ code{{background:#f4f4f4;padding:0 .2em}}
 <li><a href="config">/config</a> — the effective configuration, secrets redacted</li>
 <li><a href="-/healthy">/-/healthy</a>, <a href="-/ready">/-/ready</a></li>
 </ul>
-<p>Values below are from the cache as of this page (no upstream calls are made to render it).</p>
+<p>Values below are as of this page: fetched for it where older than their TTL (sharing fetches with concurrent scrapes), else from the cache.</p>
 "#,
         esc(VERSION),
         esc(REVISION),
@@ -208,8 +208,11 @@ code{{background:#f4f4f4;padding:0 .2em}}
     o
 }
 
-pub(super) async fn page(State(app): State<Arc<App>>) -> Response {
-    let snap = app.collector.view();
+/// The landing page collects like a scrape (what is due, under the scrape deadline, joining
+/// fetches already in flight), so a person opening it sees current values and costs no more
+/// upstream calls than a Prometheus scrape would.
+pub(super) async fn page(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) -> Response {
+    let snap = app.collector.scrape(app.deadline(&headers)).await;
     let reload_ok = app.reload_ok();
     let html = tokio::task::spawn_blocking(move || render(&snap, reload_ok))
         .await
