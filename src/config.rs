@@ -630,9 +630,14 @@ pub fn is_valid_pool_code(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
+/// Shortest and longest ICCID accepted (ITU-T E.118 allows up to 22 digits with the check
+/// digit; in practice 19 or 20).
+pub const ICCID_MIN_LEN: usize = 18;
+pub const ICCID_MAX_LEN: usize = 22;
+
 /// An ICCID: 18–22 decimal digits.
 pub fn is_valid_iccid(s: &str) -> bool {
-    (18..=22).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+    (ICCID_MIN_LEN..=ICCID_MAX_LEN).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn validate_account(
@@ -794,17 +799,23 @@ pub fn read_cards_file(path: &Path) -> Result<Vec<String>, String> {
     parse_iccid_lines(&text).map_err(|(line, m)| format!("{} line {line}: {m}", path.display()))
 }
 
+/// The entries of an ICCID list text with their 1-based line numbers: `#` starts a comment,
+/// surrounding blanks are trimmed, empty lines are skipped. Shared by `cards_file` and
+/// `card network --from-file`.
+pub fn iccid_list_entries(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().filter_map(|(n, line)| {
+        let s = line.split('#').next().unwrap_or("").trim();
+        (!s.is_empty()).then_some((n + 1, s))
+    })
+}
+
 /// Parses ICCID lines (`#` comments, blank lines); an error gives the 1-based line number.
 pub fn parse_iccid_lines(text: &str) -> Result<Vec<String>, (usize, String)> {
     let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let s = line.split('#').next().unwrap_or("").trim();
-        if s.is_empty() {
-            continue;
-        }
+    for (line, s) in iccid_list_entries(text) {
         if !is_valid_iccid(s) {
             let shown: String = s.chars().take(40).collect();
-            return Err((n + 1, format!("{shown:?} is not an ICCID (18-22 digits)")));
+            return Err((line, format!("{shown:?} is not an ICCID (18-22 digits)")));
         }
         out.push(s.to_owned());
     }

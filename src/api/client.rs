@@ -543,10 +543,6 @@ fn transport_error(e: reqwest::Error) -> ApiError {
     if e.is_timeout() {
         return ApiError::Timeout;
     }
-    if e.is_decode() || e.is_body() {
-        // A body cut short is a broken answer, not a failed connection.
-        return ApiError::Transport(clean_text(&describe_reqwest(&e)));
-    }
     ApiError::Transport(clean_text(&describe_reqwest(&e)))
 }
 

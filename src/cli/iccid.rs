@@ -6,10 +6,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-/// Shortest and longest ICCID accepted (ITU-T E.118 allows up to 22 digits with the check digit;
-/// in practice 19 or 20).
-pub const MIN_LEN: usize = 18;
-pub const MAX_LEN: usize = 22;
+use crate::config::{ICCID_MAX_LEN as MAX_LEN, ICCID_MIN_LEN as MIN_LEN};
 
 /// The largest `--from-file` read.
 const MAX_FILE_BYTES: u64 = 16 << 20;
@@ -47,18 +44,12 @@ fn describe(value: &str) -> String {
     format!("{shown:?} is not an ICCID ({why})")
 }
 
-/// Entries of a list file: one a line; `#` starts a comment; blank lines are skipped.
+/// Entries of a list file (the configuration's list syntax; a leading BOM is ignored).
 fn file_entries(name: &str, content: &str) -> Vec<Entry> {
-    content
-        .trim_start_matches('\u{feff}')
-        .lines()
-        .enumerate()
-        .filter_map(|(i, line)| {
-            let v = line.split('#').next().unwrap_or("").trim();
-            (!v.is_empty()).then(|| Entry {
-                origin: format!("{name}:{}", i + 1),
-                value: v.to_owned(),
-            })
+    crate::config::iccid_list_entries(content.trim_start_matches('\u{feff}'))
+        .map(|(line, v)| Entry {
+            origin: format!("{name}:{line}"),
+            value: v.to_owned(),
         })
         .collect()
 }
