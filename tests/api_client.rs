@@ -406,11 +406,11 @@ async fn timeout_and_transport_errors() {
         short.card_detail(&iccid, deadline()).await.unwrap_err(),
         ApiError::Timeout
     );
-    // a closed port
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // a port that refuses connections: bound, never listening, held for the test so that
+    // no other socket can take it meanwhile
+    let closed_socket = tokio::net::TcpSocket::new_v4().unwrap();
+    closed_socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = closed_socket.local_addr().unwrap();
     let mut o = options(&sim);
     o.base_url = format!("http://{closed}");
     o.retry = RetryPolicy::none();

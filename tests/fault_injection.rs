@@ -366,7 +366,9 @@ async fn run_unreachable() -> Vec<String> {
     let sim = start_sim().await;
     let pools = sim.pools();
     let cards = sim.cards();
-    let dead_url = format!("http://127.0.0.1:{}", closed_port());
+    // held until the end of the row: nothing else may take the port
+    let closed = closed_port();
+    let dead_url = format!("http://127.0.0.1:{}", closed.port);
     let config = format!(
         "accounts:\n{}{}{}",
         config_for(
@@ -426,7 +428,17 @@ async fn run_unreachable() -> Vec<String> {
         let n = requests(&m, "dead", ep, "transport_error");
         // retried: more attempts than fetches (1 detail, 2 days, 2 months per target)
         check.that(n >= 2.0, || {
-            format!("{ep:?}: transport_error attempts = {n}, want retries (>= 2)")
+            let seen: Vec<String> = m
+                .find(
+                    "tibiot_api_requests_total",
+                    &[("account", "dead"), ("endpoint", ep.name())],
+                )
+                .iter()
+                .map(|s| format!("{}={}", s.labels["outcome"], s.value))
+                .collect();
+            format!(
+                "{ep:?}: transport_error attempts = {n}, want retries (>= 2); counted: {seen:?}"
+            )
         });
         let ok = requests(&m, "dead", ep, "success");
         check.that(ok == 0.0, || {
@@ -446,6 +458,7 @@ async fn run_unreachable() -> Vec<String> {
     });
     drop(exporter);
     sim.shutdown().await;
+    drop(closed);
     check.failures
 }
 

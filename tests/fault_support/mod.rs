@@ -117,10 +117,24 @@ fn listening_address(line: &str) -> Option<String> {
     )
 }
 
-/// A loopback port with nothing listening on it (bound, then closed).
-pub fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+/// A loopback port that refuses connections: bound but never listening, and held for as
+/// long as the value lives so that no other socket (a simulator or exporter of a test
+/// running at the same time) can take the port and answer in its place.
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    pub port: u16,
+}
+
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let port = socket.local_addr().expect("addr").port();
+    ClosedPort {
+        _socket: socket,
+        port,
+    }
 }
 
 /// An HTTP client for scraping (no proxy, bounded).
