@@ -6,8 +6,8 @@ use secrecy::SecretString;
 use std::sync::Arc;
 use std::time::Duration;
 use tibiot_exporter::api::{
-    ApiError, CardStatus, Client, ClientOptions, Endpoint, HmacSha256Signer, NoSigner,
-    OperationState, RetryPolicy,
+    ApiError, CardStatus, Client, ClientOptions, Deadline, Endpoint, Gate, HmacSha256Signer,
+    NoSigner, OperationState, RetryPolicy,
 };
 use tibiot_exporter::calendar::{Month, format_day};
 use tibiot_exporter::sim::{Fault, FaultRule, SimHandle, SimOptions};
@@ -552,4 +552,92 @@ async fn wrong_secret_is_an_auth_error() {
         .unwrap_err();
     assert!(e.is_auth(), "{e:?}");
     assert!(e.api_message().unwrap().contains("missing header"));
+}
+
+/// A client whose attempts pass `gate`.
+fn gated(sim: &SimHandle, gate: &Arc<Gate>) -> Client {
+    let mut o = options(sim);
+    o.gate = Some(gate.clone());
+    Client::new(o).unwrap()
+}
+
+#[tokio::test]
+async fn a_retry_backoff_holds_no_slot_and_a_retry_pays_a_rate_token() {
+    let sim = sim(SimOptions::default()).await;
+    let ep = Endpoint::PoolDetail;
+
+    // One slot. POOL-0001 is told to come back in 3 s; while it waits, POOL-0002 gets the
+    // slot and is answered: it finishes first.
+    let one_slot = Arc::new(Gate::new(1, 0));
+    let c = gated(&sim, &one_slot);
+    sim.set_fault(
+        FaultRule::new(Fault::RateLimited {
+            retry_after_secs: 3,
+        })
+        .target("POOL-0001")
+        .times(1),
+    );
+    let slow = tokio::spawn({
+        let c = c.clone();
+        async move { c.pool_detail("POOL-0001", deadline()).await }
+    });
+    while sim.requests_for(ep, "POOL-0001") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    c.pool_detail("POOL-0002", deadline()).await.unwrap();
+    assert!(
+        !slow.is_finished(),
+        "POOL-0002 waited for POOL-0001's backoff to end"
+    );
+    slow.await.unwrap().unwrap();
+    assert_eq!(sim.requests_for(ep, "POOL-0001"), 2);
+
+    // One request per second. POOL-0003 fails once with HTTP 500; its retry (after a backoff
+    // of at most 50 ms) waits for the next token, a second after the first attempt's.
+    let per_second = Arc::new(Gate::new(8, 1));
+    let c = gated(&sim, &per_second);
+    sim.set_fault(FaultRule::new(Fault::Http500).target("POOL-0003").times(1));
+    let started = std::time::Instant::now();
+    c.pool_detail("POOL-0003", deadline()).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(sim.requests_for(ep, "POOL-0003"), 2);
+    assert!(
+        took >= Duration::from_millis(900),
+        "the retry went out {took:?} after the first attempt, without a rate token"
+    );
+}
+
+#[tokio::test]
+async fn a_budget_starts_at_admission_and_a_fixed_deadline_counts_the_queue() {
+    let sim = sim(SimOptions::default()).await;
+    let ep = Endpoint::PoolDetail;
+    let gate = Arc::new(Gate::new(1, 0));
+    let c = gated(&sim, &gate);
+
+    // The only slot is taken for 1.5 s. A request with a 1 s budget from admission waits,
+    // then succeeds; one with a fixed deadline 1 s away times out unsent.
+    let held = gate.admit().await;
+    let budget = tokio::spawn({
+        let c = c.clone();
+        async move {
+            c.pool_detail(
+                "POOL-0001",
+                Deadline::AfterAdmission(Duration::from_secs(1)),
+            )
+            .await
+        }
+    });
+    let fixed = tokio::spawn({
+        let c = c.clone();
+        async move {
+            c.pool_detail("POOL-0002", Instant::now() + Duration::from_secs(1))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sim.requests(ep), 0, "a request went past the taken slot");
+    drop(held);
+    budget.await.unwrap().unwrap();
+    assert_eq!(fixed.await.unwrap().unwrap_err(), ApiError::Timeout);
+    assert_eq!(sim.requests_for(ep, "POOL-0002"), 0);
 }

@@ -113,6 +113,8 @@ fn arb_fragment() -> impl Strategy<Value = String> {
         Just("${NOPE}".to_owned()),
         Just("$$".to_owned()),
         Just("~".to_owned()),
+        Just("|".to_owned()),
+        Just(">-".to_owned()),
         Just("-1".to_owned()),
         Just("99999999999999999999999999".to_owned()),
         Just("1.5".to_owned()),

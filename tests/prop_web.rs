@@ -73,6 +73,8 @@ fn arb_fragment() -> impl Strategy<Value = String> {
         Just("[".to_owned()),
         Just("{".to_owned()),
         Just("\"".to_owned()),
+        Just("|".to_owned()),
+        Just(">-".to_owned()),
         Just("tls_server_config:".to_owned()),
         Just("  cert_file: x.pem".to_owned()),
         Just("  client_auth_type: RequireAndVerifyClientCert".to_owned()),
@@ -159,4 +161,15 @@ proptest! {
             prop_assert_eq!(got, Some((user, password)));
         }
     }
+}
+
+/// Regression (found by `web_config_mutations` in CI): a `|` on the first line makes the whole
+/// file one block-scalar string, and serde's "invalid type: string \"…\"" quoted the file,
+/// hashes included.
+#[test]
+fn a_file_turned_into_one_string_is_not_echoed() {
+    let text = valid_web_config().replacen("basic_auth_users:", "|", 1);
+    let e = parse(&text).expect_err("a string is not a web config");
+    assert!(!e.contains(&HASH[7..29]), "hash in error: {e}");
+    assert!(e.contains("invalid type: a string"), "{e}");
 }

@@ -8,10 +8,14 @@
 //! - Retries (CONTRACT §7): GETs only, on transport errors, 5xx and 429 (honouring
 //!   `Retry-After`), with jittered exponential backoff, never past the deadline. The card
 //!   network operation (POST) is never retried.
+//! - Every HTTP attempt passes the account's optional [`Gate`] (concurrency and rate limits),
+//!   retries included; a backoff sleep holds no slot. The deadline may be a budget that
+//!   starts at the first admission ([`Deadline::AfterAdmission`]).
 //! - Every HTTP attempt is reported to an optional [`RequestObserver`] (for the
 //!   `tibiot_api_requests_total` and `tibiot_api_request_duration_seconds` metrics).
 
 use super::error::{ApiError, Outcome, clean_text};
+use super::gate::{Admission, Deadline, Gate};
 use super::model::*;
 use super::sign::{SignRequest, Signer, encode_component};
 use rand::Rng;
@@ -152,6 +156,8 @@ pub struct ClientOptions {
     pub max_body_bytes: usize,
     pub retry: RetryPolicy,
     pub observer: Option<Arc<dyn RequestObserver>>,
+    /// The account's limits, which every attempt passes (none: unlimited).
+    pub gate: Option<Arc<Gate>>,
 }
 
 impl ClientOptions {
@@ -167,6 +173,7 @@ impl ClientOptions {
             max_body_bytes: 4 << 20,
             retry: RetryPolicy::default(),
             observer: None,
+            gate: None,
         }
     }
 }
@@ -220,6 +227,7 @@ struct Inner {
     max_body_bytes: usize,
     retry: RetryPolicy,
     observer: Option<Arc<dyn RequestObserver>>,
+    gate: Option<Arc<Gate>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -256,6 +264,7 @@ impl Client {
                 max_body_bytes: opts.max_body_bytes,
                 retry: opts.retry,
                 observer: opts.observer,
+                gate: opts.gate,
             }),
         })
     }
@@ -264,7 +273,7 @@ impl Client {
     pub async fn pool_detail(
         &self,
         pool_code: &str,
-        deadline: Instant,
+        deadline: impl Into<Deadline>,
     ) -> Result<PoolDetail, ApiError> {
         let q = [("poolCode", pool_code)];
         required(self.get(Endpoint::PoolDetail, &q, deadline).await?)
@@ -275,7 +284,7 @@ impl Client {
         &self,
         pool_code: &str,
         month: &str,
-        deadline: Instant,
+        deadline: impl Into<Deadline>,
     ) -> Result<PoolMonthUsage, ApiError> {
         let q = [("poolCode", pool_code), ("queryMonth", month)];
         required(self.get(Endpoint::PoolMonthUsage, &q, deadline).await?)
@@ -286,7 +295,7 @@ impl Client {
         &self,
         pool_code: &str,
         day: &str,
-        deadline: Instant,
+        deadline: impl Into<Deadline>,
     ) -> Result<PoolDayUsage, ApiError> {
         let q = [("poolCode", pool_code), ("queryDay", day)];
         required(self.get(Endpoint::PoolDayUsage, &q, deadline).await?)
@@ -296,7 +305,7 @@ impl Client {
     pub async fn batch_status(
         &self,
         batch_code: &str,
-        deadline: Instant,
+        deadline: impl Into<Deadline>,
     ) -> Result<Vec<BatchCardStatus>, ApiError> {
         let q = [("batchCode", batch_code)];
         let items: Option<Vec<serde_json::Value>> =
@@ -312,7 +321,7 @@ impl Client {
     pub async fn card_detail(
         &self,
         iccid: &str,
-        deadline: Instant,
+        deadline: impl Into<Deadline>,
     ) -> Result<CardDetail, ApiError> {
         let q = [("iccid", iccid)];
         required(self.get(Endpoint::CardDetail, &q, deadline).await?)
@@ -323,7 +332,7 @@ impl Client {
         &self,
         iccid: &str,
         month: &str,
-        deadline: Instant,
+        deadline: impl Into<Deadline>,
     ) -> Result<CardMonthUsage, ApiError> {
         let q = [("iccid", iccid), ("queryMonth", month)];
         required(self.get(Endpoint::CardMonthUsage, &q, deadline).await?)
@@ -334,7 +343,7 @@ impl Client {
         &self,
         iccid: &str,
         day: &str,
-        deadline: Instant,
+        deadline: impl Into<Deadline>,
     ) -> Result<CardDayUsage, ApiError> {
         let q = [("iccid", iccid), ("queryDay", day)];
         required(self.get(Endpoint::CardDayUsage, &q, deadline).await?)
@@ -346,7 +355,7 @@ impl Client {
         &self,
         iccids: &[String],
         switch_on: bool,
-        deadline: Instant,
+        deadline: impl Into<Deadline>,
     ) -> Result<NetworkResult, ApiError> {
         if iccids.is_empty() || iccids.len() > 10 {
             return Err(ApiError::Invalid(format!(
@@ -365,7 +374,7 @@ impl Client {
                 reqwest::Method::POST,
                 &[],
                 body,
-                deadline,
+                &mut deadline.into(),
             )
             .await?;
         required(decode_data(data)?)
@@ -376,17 +385,18 @@ impl Client {
         &self,
         ep: Endpoint,
         query: &[(&str, &str)],
-        deadline: Instant,
+        deadline: impl Into<Deadline>,
     ) -> Result<Option<T>, ApiError> {
         let query: Vec<(String, String)> = query
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let retry = self.inner.retry;
+        let mut deadline = deadline.into();
         let mut attempt = 1;
         loop {
             match self
-                .attempt(ep, reqwest::Method::GET, &query, Vec::new(), deadline)
+                .attempt(ep, reqwest::Method::GET, &query, Vec::new(), &mut deadline)
                 .await
             {
                 Ok(data) => return decode_data(data),
@@ -398,7 +408,9 @@ impl Client {
                     {
                         wait = wait.max(*after);
                     }
-                    if Instant::now() + wait >= deadline {
+                    // fixed by the first attempt's admission
+                    let give_up = deadline.fixed().unwrap_or_else(Instant::now);
+                    if Instant::now() + wait >= give_up {
                         return Err(e);
                     }
                     tracing::debug!(endpoint = ep.name(), attempt, error = %e, wait_ms = wait.as_millis() as u64, "retrying");
@@ -410,16 +422,19 @@ impl Client {
         }
     }
 
-    /// One HTTP attempt, observed; returns the envelope's `data`.
+    /// One HTTP attempt: admitted by the gate (a budget deadline starts here), observed,
+    /// and holding its slot only until it is answered; returns the envelope's `data`.
     async fn attempt(
         &self,
         ep: Endpoint,
         method: reqwest::Method,
         query: &[(String, String)],
         body: Vec<u8>,
-        deadline: Instant,
+        deadline: &mut Deadline,
     ) -> Result<serde_json::Value, ApiError> {
+        let _admission = self.admit(*deadline).await?;
         let now = Instant::now();
+        let deadline = deadline.start(now);
         if now >= deadline {
             return Err(ApiError::Timeout);
         }
@@ -438,6 +453,21 @@ impl Client {
             obs.observe(ep, outcome, started.elapsed());
         }
         result
+    }
+
+    /// Waits for the gate, no longer than a fixed deadline. A request that never got in was
+    /// never sent, so it is not observed.
+    async fn admit(&self, deadline: Deadline) -> Result<Option<Admission>, ApiError> {
+        let Some(gate) = &self.inner.gate else {
+            return Ok(None);
+        };
+        match deadline.fixed() {
+            Some(at) => tokio::time::timeout_at(at, gate.admit())
+                .await
+                .map(Some)
+                .map_err(|_| ApiError::Timeout),
+            None => Ok(Some(gate.admit().await)),
+        }
     }
 
     async fn exchange(

@@ -15,21 +15,19 @@
 //! - Cards: `--days`/`--months` capped by `collect.history.card_days`/`card_months` (0 = none).
 //! - Requests run concurrently with the exporter's per-account limits: at most
 //!   `collect.concurrency` (or `--concurrency`) in flight and `collect.requests_per_second`
-//!   per account. A failed request (after the client's GET retries) is reported on stderr,
-//!   its sample left out, and the exit status is 1.
+//!   per account, retries included. A failed request (after the client's GET retries) is
+//!   reported on stderr, its sample left out, and the exit status is 1.
 
 use super::{
     DEFAULT_CONFIG_FILE, DEFAULT_TIMEOUT, Failure, client_for, load_config, pick_account, run_async,
 };
-use crate::api::{ApiError, Client};
+use crate::api::{ApiError, Client, Deadline, Gate};
 use crate::calendar::{Month, format_day};
 use clap::Args;
 use futures::StreamExt;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
-use tokio::time::Instant;
 
 /// `backfill` arguments.
 #[derive(Debug, Clone, Args)]
@@ -248,30 +246,14 @@ pub fn plan(
     jobs
 }
 
-/// An account's client and its limits.
-struct Limits {
-    client: Client,
-    timeout: std::time::Duration,
-    permits: tokio::sync::Semaphore,
-    rate: Option<governor::DefaultDirectRateLimiter>,
-}
-
-impl Limits {
-    async fn fetch(&self, job: &Job) -> Result<Option<f64>, ApiError> {
-        let _permit = self.permits.acquire().await.ok();
-        if let Some(r) = &self.rate {
-            r.until_ready().await;
-        }
-        fetch(&self.client, job, self.timeout).await
-    }
-}
-
+/// One job's request; the client's gate holds the account's limits, and the budget starts
+/// once the first attempt is admitted (queued jobs do not time out in the queue).
 async fn fetch(
     client: &Client,
     job: &Job,
     timeout: std::time::Duration,
 ) -> Result<Option<f64>, ApiError> {
-    let deadline = Instant::now() + timeout;
+    let deadline = Deadline::AfterAdmission(timeout);
     let (t, p) = (job.target.as_str(), job.period.as_str());
     Ok(match job.family {
         Family::PoolDaily => client.pool_day_usage(t, p, deadline).await?.use_flow_kb,
@@ -298,17 +280,13 @@ pub fn run(args: BackfillArgs) -> Result<(), Failure> {
         .map(|c| c as usize)
         .unwrap_or(config.collect.concurrency)
         .max(1);
-    let rps = std::num::NonZeroU32::new(config.collect.requests_per_second);
-    let mut work: Vec<(Arc<Limits>, Job)> = Vec::new();
+    let timeout = args.timeout;
+    let mut work: Vec<(Client, Job)> = Vec::new();
     let today = cal.today();
     let (mut pools, mut cards) = (0usize, 0usize);
     for acc in &accounts {
-        let limits = Arc::new(Limits {
-            client: client_for(acc, args.timeout)?,
-            timeout: args.timeout,
-            permits: tokio::sync::Semaphore::new(concurrency),
-            rate: rps.map(|r| governor::RateLimiter::direct(governor::Quota::per_second(r))),
-        });
+        let gate = Gate::new(concurrency, config.collect.requests_per_second);
+        let client = client_for(acc, gate, args.timeout)?;
         pools += acc.pools.len();
         if hist.card_days.min(args.days) > 0 || hist.card_months.min(args.months) > 0 {
             cards += acc.cards.len();
@@ -322,7 +300,7 @@ pub fn run(args: BackfillArgs) -> Result<(), Failure> {
             hist.card_days,
             hist.card_months,
         ) {
-            work.push((limits.clone(), job));
+            work.push((client.clone(), job));
         }
     }
     run_async(async move {
@@ -332,8 +310,8 @@ pub fn run(args: BackfillArgs) -> Result<(), Failure> {
         let pb = &pb;
         let mut results: Vec<(usize, Result<Option<f64>, ApiError>)> =
             futures::stream::iter(work.iter().enumerate())
-                .map(|(i, (limits, job))| async move {
-                    let r = limits.fetch(job).await;
+                .map(|(i, (client, job))| async move {
+                    let r = fetch(client, job, timeout).await;
                     pb.inc(1);
                     (i, r)
                 })

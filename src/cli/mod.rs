@@ -12,7 +12,7 @@ pub mod network;
 pub mod output;
 pub mod pool;
 
-use crate::api::{ApiError, Client};
+use crate::api::{ApiError, Client, Gate};
 use crate::calendar::{Month, parse_day};
 use crate::config::{Account, Config};
 use chrono::NaiveDate;
@@ -21,6 +21,7 @@ use output::OutputFormat;
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The default `--timeout`: upper bound of one API call, retries included.
@@ -241,10 +242,12 @@ pub fn pick_account<'a>(config: &'a Config, name: Option<&str>) -> Result<&'a Ac
     }
 }
 
-/// A client for the account; one HTTP attempt takes at most `timeout`.
-pub fn client_for(account: &Account, timeout: Duration) -> Result<Client, Failure> {
+/// A client for the account whose requests pass `gate` (the account's limits); one HTTP
+/// attempt takes at most `timeout`.
+pub fn client_for(account: &Account, gate: Gate, timeout: Duration) -> Result<Client, Failure> {
     let mut opts = account.client_options();
     opts.request_timeout = timeout;
+    opts.gate = Some(Arc::new(gate));
     Client::new(opts).map_err(|e| {
         Failure::Usage(format!(
             "account {:?}: cannot build the API client: {e}",
@@ -267,7 +270,11 @@ impl Ctx {
     pub fn load(common: &CommonArgs) -> Result<Ctx, Failure> {
         let config = load_config(&common.config_file)?;
         let account = pick_account(&config, common.account.as_deref())?.clone();
-        let client = client_for(&account, common.timeout)?;
+        let gate = Gate::new(
+            config.collect.concurrency,
+            config.collect.requests_per_second,
+        );
+        let client = client_for(&account, gate, common.timeout)?;
         Ok(Ctx {
             config,
             account,

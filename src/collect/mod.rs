@@ -9,7 +9,9 @@ pub mod history;
 pub mod scrape;
 pub mod values;
 
-use crate::api::{ApiError, CardDetail, Client, Endpoint, PoolDetail, RequestObserver};
+use crate::api::{
+    ApiError, CardDetail, Client, Deadline, Endpoint, Gate, PoolDetail, RequestObserver,
+};
 use crate::calendar::ApiCalendar;
 use crate::config::{CollectConfig, Config};
 use crate::metrics::api_stats::ApiStats;
@@ -17,13 +19,10 @@ use crate::metrics::expo::label_fragment;
 use cache::{FetchError, Fetched, Slot};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use history::{HistView, History};
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 pub use values::{CardValues, PoolValues};
 
@@ -65,7 +64,7 @@ pub trait Fetchable: Sized + Send + Sync + 'static {
         client: Client,
         id: Arc<str>,
         cal: ApiCalendar,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> BoxFuture<'static, Result<Self, ApiError>>;
     /// Usage of one day (`YYYY-MM-DD`) or month (`YYYY-MM`), in bytes.
     fn fetch_period(
@@ -73,7 +72,7 @@ pub trait Fetchable: Sized + Send + Sync + 'static {
         id: Arc<str>,
         period: String,
         month: bool,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> BoxFuture<'static, Result<Option<f64>, ApiError>>;
 }
 
@@ -88,7 +87,7 @@ impl Fetchable for PoolValues {
         client: Client,
         id: Arc<str>,
         cal: ApiCalendar,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> BoxFuture<'static, Result<Self, ApiError>> {
         async move {
             let d: PoolDetail = client.pool_detail(&id, deadline).await?;
@@ -101,7 +100,7 @@ impl Fetchable for PoolValues {
         id: Arc<str>,
         period: String,
         month: bool,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> BoxFuture<'static, Result<Option<f64>, ApiError>> {
         async move {
             let kb = if month {
@@ -132,7 +131,7 @@ impl Fetchable for CardValues {
         client: Client,
         id: Arc<str>,
         _cal: ApiCalendar,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> BoxFuture<'static, Result<Self, ApiError>> {
         async move {
             let d: CardDetail = client.card_detail(&id, deadline).await?;
@@ -145,7 +144,7 @@ impl Fetchable for CardValues {
         id: Arc<str>,
         period: String,
         month: bool,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> BoxFuture<'static, Result<Option<f64>, ApiError>> {
         async move {
             let kb = if month {
@@ -200,9 +199,9 @@ pub struct AccountRt {
     /// `account="name"`, escaped.
     pub label: Box<str>,
     pub base_url: String,
+    /// Passes every attempt through the account's [`Gate`] (`concurrency`,
+    /// `requests_per_second`).
     pub client: Client,
-    sem: Arc<Semaphore>,
-    limiter: Option<Arc<DefaultDirectRateLimiter>>,
     pub stats: Arc<ApiStats>,
     pub pools: Vec<Arc<PoolTarget>>,
     pub cards: Vec<Arc<CardTarget>>,
@@ -221,25 +220,6 @@ impl std::fmt::Debug for AccountRt {
 }
 
 impl AccountRt {
-    /// Runs one upstream call under the account's concurrency and rate limits. The call's
-    /// own deadline (`timeout`) starts once it may go: queued work is not timed out by
-    /// waiting in the queue.
-    pub async fn limited<T, F>(&self, timeout: Duration, call: F) -> Result<T, ApiError>
-    where
-        F: FnOnce(Client, Instant) -> BoxFuture<'static, Result<T, ApiError>>,
-    {
-        let _permit = self
-            .sem
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ApiError::Invalid("account was removed".into()))?;
-        if let Some(l) = &self.limiter {
-            l.until_ready().await;
-        }
-        call(self.client.clone(), Instant::now() + timeout).await
-    }
-
     /// A configured pool, or a probe-only one (kept for later probes).
     pub fn pool_target(&self, code: &str) -> Arc<PoolTarget> {
         if let Some(t) = self.pools.iter().find(|t| &*t.id == code) {
@@ -344,6 +324,10 @@ impl Collector {
             let mut opts = a.client_options();
             opts.request_timeout = collect.timeout;
             opts.observer = Some(stats.clone() as Arc<dyn RequestObserver>);
+            opts.gate = Some(Arc::new(Gate::new(
+                collect.concurrency,
+                collect.requests_per_second,
+            )));
             let client = Client::new(opts).map_err(|e| format!("accounts[{}]: {e}", a.name))?;
             let prev = old
                 .account(&a.name)
@@ -351,15 +335,11 @@ impl Collector {
                 .cloned();
             let pools = build_targets(&a.name, &a.pools, prev.as_ref().map(|p| &p.pools));
             let cards = build_targets(&a.name, &a.cards, prev.as_ref().map(|p| &p.cards));
-            let limiter = NonZeroU32::new(collect.requests_per_second)
-                .map(|r| Arc::new(RateLimiter::direct(Quota::per_second(r))));
             accounts.push(Arc::new(AccountRt {
                 name: Arc::from(a.name.as_str()),
                 label: label_fragment(&[("account", &a.name)]),
                 base_url: a.base_url.clone(),
                 client,
-                sem: Arc::new(Semaphore::new(collect.concurrency.max(1))),
-                limiter,
                 stats,
                 pools,
                 cards,

@@ -10,6 +10,7 @@ use super::{
     AccountRt, AccountSnap, CardValues, Collector, Fetchable, Health, PoolValues, ProbeResult,
     Runtime, Snapshot, Target, TargetSnap, lock,
 };
+use crate::api::Deadline;
 use crate::calendar::Month;
 use crate::config::CollectConfig;
 use futures::{FutureExt, StreamExt};
@@ -315,11 +316,13 @@ fn internal_error() -> Arc<FetchError> {
 async fn fetch_detail<V: Fetchable>(acc: &AccountRt, t: &Target<V>, s: &CollectConfig) {
     let cal = s.calendar;
     let id = t.id.clone();
-    let res = acc
-        .limited(s.timeout, |client, deadline| {
-            V::fetch(client, id, cal, deadline)
-        })
-        .await;
+    let res = V::fetch(
+        acc.client.clone(),
+        id,
+        cal,
+        Deadline::AfterAdmission(s.timeout),
+    )
+    .await;
     let res = res.map_err(|e| {
         crate::logging::fetch_failed(&acc.name, V::KIND.as_str(), &t.id, None, V::DETAIL, &e);
         Arc::new(FetchError::from_api(&e))
@@ -340,11 +343,14 @@ async fn fetch_period<V: Fetchable>(
     let label = period.label();
     let id = t.id.clone();
     let p = label.clone();
-    let res = acc
-        .limited(s.timeout, |client, deadline| {
-            V::fetch_period(client, id, p, month, deadline)
-        })
-        .await;
+    let res = V::fetch_period(
+        acc.client.clone(),
+        id,
+        p,
+        month,
+        Deadline::AfterAdmission(s.timeout),
+    )
+    .await;
     let res = res.map_err(|e| {
         crate::logging::fetch_failed(&acc.name, V::HISTORY.as_str(), &t.id, Some(&label), ep, &e);
         Arc::new(FetchError::from_api(&e))

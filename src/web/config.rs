@@ -12,6 +12,7 @@
 //! rustls does not implement (CBC/RC4/3DES suites, P-521), certificate verification without a
 //! `client_ca_file`, and a malformed bcrypt hash that could never match.
 
+use crate::config::{hide_quoted_values, shown};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use std::collections::BTreeMap;
@@ -122,7 +123,8 @@ impl<'de> Deserialize<'de> for TlsVersion {
             "TLS12" => Ok(TlsVersion::Tls12),
             "TLS13" => Ok(TlsVersion::Tls13),
             _ => Err(de::Error::custom(format!(
-                "unknown TLS version: {s} (TLS10, TLS11, TLS12, TLS13)"
+                "unknown TLS version: {} (TLS10, TLS11, TLS12, TLS13)",
+                shown(&s)
             ))),
         }
     }
@@ -351,7 +353,8 @@ impl WebConfig {
         let raw: Option<RawWebConfig> = if text.trim().is_empty() {
             None
         } else {
-            serde_yaml_ng::from_str(text).map_err(|e| WebConfigError::plain(e.to_string()))?
+            serde_yaml_ng::from_str(text)
+                .map_err(|e| WebConfigError::plain(hide_quoted_values(&e.to_string())))?
         };
         let raw = raw.unwrap_or_default();
 
@@ -383,7 +386,10 @@ impl WebConfig {
             {
                 return Err(WebConfigError::new(
                     key,
-                    format!("invalid value {value:?}; expected one of {allowed:?}"),
+                    format!(
+                        "invalid value {}; expected one of {allowed:?}",
+                        shown(&value)
+                    ),
                 ));
             }
             if axum::http::HeaderValue::from_str(&value).is_err() {
@@ -497,7 +503,7 @@ fn tls_settings(t: RawTls, base_dir: &Path) -> Result<Option<TlsSettings>, WebCo
         if !SUPPORTED_TLS12_SUITES.contains(&s.as_str()) && !TLS13_SUITES.contains(&s.as_str()) {
             return Err(WebConfigError::new(
                 k("cipher_suites"),
-                format!("unknown cipher: {s}"),
+                format!("unknown cipher: {}", shown(s)),
             ));
         }
     }
@@ -526,7 +532,7 @@ fn tls_settings(t: RawTls, base_dir: &Path) -> Result<Option<TlsSettings>, WebCo
         if !SUPPORTED_CURVES.contains(&c.as_str()) {
             return Err(WebConfigError::new(
                 k("curve_preferences"),
-                format!("unknown curve: {c}"),
+                format!("unknown curve: {}", shown(c)),
             ));
         }
     }
