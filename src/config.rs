@@ -827,7 +827,7 @@ fn validate_account(
         if !is_valid_iccid(&c) {
             return err(
                 &format!("cards[{j}]"),
-                format!("{c:?} is not an ICCID (18-22 digits)"),
+                format!("{} is not an ICCID (18-22 digits)", excerpt(&c)),
             );
         }
         if seen.insert(c.clone()) {
@@ -886,13 +886,30 @@ pub fn iccid_list_entries(text: &str) -> impl Iterator<Item = (usize, &str)> {
     })
 }
 
+/// A value quoted for an error message, escaped and cut to at most 80 bytes (an escape can
+/// take 10 bytes per character, so cutting characters first is not enough).
+pub fn excerpt(value: &str) -> String {
+    let mut shown = format!("{value:?}");
+    if shown.len() > 80 {
+        let mut cut = 76;
+        while !shown.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        shown.truncate(cut);
+        shown.push('…');
+    }
+    shown
+}
+
 /// Parses ICCID lines (`#` comments, blank lines); an error gives the 1-based line number.
 pub fn parse_iccid_lines(text: &str) -> Result<Vec<String>, (usize, String)> {
     let mut out = Vec::new();
     for (line, s) in iccid_list_entries(text) {
         if !is_valid_iccid(s) {
-            let shown: String = s.chars().take(40).collect();
-            return Err((line, format!("{shown:?} is not an ICCID (18-22 digits)")));
+            return Err((
+                line,
+                format!("{} is not an ICCID (18-22 digits)", excerpt(s)),
+            ));
         }
         out.push(s.to_owned());
     }

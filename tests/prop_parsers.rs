@@ -273,3 +273,14 @@ fn parse_offset_digits_only() {
     }
     assert_eq!(parse_offset("+08").unwrap().local_minus_utc(), 8 * 3600);
 }
+
+/// Regression (found by `iccid_lines_on_arbitrary_text` at 20,000 cases): a bad line of
+/// characters that escape to 9 bytes each made a message of over 300 bytes.
+#[test]
+fn a_bad_line_of_escaped_characters_makes_a_short_message() {
+    let line = "\u{3347a}\u{1}".repeat(30);
+    let (n, msg) = parse_iccid_lines(&format!("89860000000000000001\n{line}\n")).unwrap_err();
+    assert_eq!(n, 2);
+    assert!(msg.len() < 200, "{} bytes: {msg}", msg.len());
+    assert!(msg.ends_with("is not an ICCID (18-22 digits)"), "{msg}");
+}

@@ -23,7 +23,10 @@ pub async fn run(ctx: Ctx, cmd: CardCommand) -> Result<(), Failure> {
 fn check_iccid(iccid: &str) -> Result<&str, Failure> {
     let iccid = iccid.trim();
     if iccid.is_empty() || iccid.chars().any(char::is_control) {
-        return Err(Failure::Usage(format!("{iccid:?} is not an ICCID")));
+        return Err(Failure::Usage(format!(
+            "{} is not an ICCID",
+            crate::config::excerpt(iccid)
+        )));
     }
     Ok(iccid)
 }

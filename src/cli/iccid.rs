@@ -32,7 +32,6 @@ struct Entry {
 }
 
 fn describe(value: &str) -> String {
-    let shown: String = value.chars().take(40).collect();
     let why = if value.len() < MIN_LEN || value.len() > MAX_LEN {
         format!(
             "{} characters, an ICCID has {MIN_LEN} to {MAX_LEN} digits",
@@ -41,7 +40,7 @@ fn describe(value: &str) -> String {
     } else {
         "an ICCID has digits only".into()
     };
-    format!("{shown:?} is not an ICCID ({why})")
+    format!("{} is not an ICCID ({why})", crate::config::excerpt(value))
 }
 
 /// Entries of a list file (the configuration's list syntax; a leading BOM is ignored).
