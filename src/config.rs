@@ -414,7 +414,13 @@ impl Config {
         let de = serde_yaml_ng::Deserializer::from_str(yaml);
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
-            let key = if key == "." { String::new() } else { key };
+            // "." is the whole file; "?" a segment the parser could not name
+            let key = key.trim_end_matches(".?");
+            let key = if key == "." || key == "?" {
+                String::new()
+            } else {
+                key.to_owned()
+            };
             let inner = e.into_inner();
             ConfigError {
                 line: inner.location().map(|l| l.line()),
@@ -1083,6 +1089,10 @@ mod tests {
         assert_eq!(e.key, "accounts");
         let e = err_of(": : :\n");
         assert!(e.line.is_some(), "{e}");
+        // a top-level key indented by one space: the line, and no "?" for a key path
+        let e = err_of(&format!("{MINIMAL} collect:\n  timeout: 5s\n"));
+        assert_eq!(e.key, "", "{e}");
+        assert!(e.line.is_some() && !e.to_string().contains('?'), "{e}");
     }
 
     #[test]
