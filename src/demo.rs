@@ -81,7 +81,8 @@ pub fn public_url(listen: &str, port: u16) -> String {
 }
 
 /// Runs the demo until SIGINT/SIGTERM.
-pub fn run(flags: DemoFlags, log: LogFlags) -> ExitCode {
+/// `max_requests`: `--web.max-requests`.
+pub fn run(flags: DemoFlags, log: LogFlags, max_requests: usize) -> ExitCode {
     if let Err(e) = logging::init(&log.level, log.format) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -134,7 +135,7 @@ pub fn run(flags: DemoFlags, log: LogFlags) -> ExitCode {
             sim.pools().len(),
             sim.cards().len(),
         );
-        let code = run_server(config, None, listener, None).await;
+        let code = run_server(config, None, listener, None, max_requests).await;
         sim.shutdown().await;
         code
     })

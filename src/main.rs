@@ -65,7 +65,9 @@ fn main() -> ExitCode {
         }) => check_config(&config_file, web_config_file.as_deref()),
         None => tibiot_exporter::serve::run(cli.serve),
         Some(Command::Simulate(args)) => tibiot_exporter::sim::cli::run(args),
-        Some(Command::Demo(d)) => tibiot_exporter::demo::run(d, cli.serve.log),
+        Some(Command::Demo(d)) => {
+            tibiot_exporter::demo::run(d, cli.serve.log, cli.serve.max_requests)
+        }
         Some(Command::Pool(a)) => tibiot_exporter::cli::pool_command(a),
         Some(Command::Card(a)) => tibiot_exporter::cli::card_command(a),
         Some(Command::Batch(a)) => tibiot_exporter::cli::batch_command(a),

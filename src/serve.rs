@@ -35,9 +35,20 @@ pub struct ServeFlags {
     /// Web configuration file (TLS, basic auth), exporter-toolkit format.
     #[arg(long = "web.config.file", value_name = "PATH")]
     pub web_config_file: Option<PathBuf>,
+    /// Requests served at once, every endpoint counted; beyond it 503 at once. 0: no limit.
+    #[arg(
+        long = "web.max-requests",
+        default_value_t = DEFAULT_MAX_REQUESTS,
+        value_name = "N",
+        global = true
+    )]
+    pub max_requests: usize,
     #[command(flatten)]
     pub log: LogFlags,
 }
+
+/// `--web.max-requests` when not given.
+pub const DEFAULT_MAX_REQUESTS: usize = 64;
 
 /// Logging flags, shared by the server and the demo.
 #[derive(Debug, Clone, clap::Args)]
@@ -113,16 +124,25 @@ pub fn run(flags: ServeFlags) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        run_server(config, Some(loader), listener, flags.web_config_file).await
+        run_server(
+            config,
+            Some(loader),
+            listener,
+            flags.web_config_file,
+            flags.max_requests,
+        )
+        .await
     })
 }
 
 /// Serves `config` on `listener` until SIGTERM/SIGINT; SIGHUP reloads through `loader`.
+/// `max_requests`: requests served at once (0: no limit).
 pub async fn run_server(
     config: Config,
     loader: Option<Loader>,
     listener: TcpListener,
     web_config: Option<PathBuf>,
+    max_requests: usize,
 ) -> ExitCode {
     let collector = match Collector::new(Arc::new(config)) {
         Ok(c) => Arc::new(c),
@@ -142,6 +162,7 @@ pub async fn run_server(
         listener,
         router(app),
         web_config.as_deref(),
+        max_requests,
         shutdown_signal(),
     )
     .await
@@ -163,10 +184,15 @@ pub async fn serve_router(
     listener: TcpListener,
     app: Router,
     web_config: Option<&Path>,
+    max_requests: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let options = crate::web::ServerOptions {
         web_config_file: web_config.map(Path::to_path_buf),
+        limits: crate::web::Limits {
+            max_concurrent_requests: max_requests,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let server = crate::web::WebServer::from_listener(listener, options)

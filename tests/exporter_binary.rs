@@ -329,3 +329,46 @@ async fn demo_serves_every_simulated_target_with_history() {
     let status = exit_status(&mut p, Duration::from_secs(10)).await;
     assert_eq!(status.and_then(|s| s.code()), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_max_requests_turns_away_what_is_over_the_limit() {
+    use tibiot_exporter::api::Endpoint;
+    use tibiot_exporter::sim::{Fault, FaultRule};
+    let sim = sim(SimOptions::default()).await;
+    let pool = sim.pools()[0].clone();
+    sim.set_fault(
+        FaultRule::new(Fault::Slow(Duration::from_secs(3)))
+            .endpoint(Endpoint::PoolDetail)
+            .times(1),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yml");
+    std::fs::write(
+        &path,
+        config_yaml(&sim, std::slice::from_ref(&pool), &[], ""),
+    )
+    .unwrap();
+    let (_p, base) = start(&path, &["--web.max-requests=1"]).await;
+    let metrics = format!("{base}/metrics");
+    // the first scrape waits for the slow pool and holds the only place
+    let first = tokio::spawn({
+        let m = metrics.clone();
+        async move { get(&m).await }
+    });
+    let in_flight = eventually(Duration::from_secs(10), || {
+        let n = sim.requests_for(Endpoint::PoolDetail, &pool);
+        async move { n > 0 }
+    })
+    .await;
+    assert!(in_flight, "the first scrape did not reach the simulator");
+    let (status, _) = get(&format!("{base}/-/healthy")).await;
+    assert_eq!(
+        status, 503,
+        "a second request went past --web.max-requests=1"
+    );
+    let (status, body) = first.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("tibiot_pool_used_bytes"));
+    // the place is free again
+    assert_eq!(get(&format!("{base}/-/healthy")).await.0, 200);
+}

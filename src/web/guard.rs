@@ -82,7 +82,7 @@ pub struct Limits {
     /// Longest a request may take inside the router; 503 after it. A safety net: scrapes are
     /// bounded by `collect.timeout` (keep that below this).
     pub request_timeout: Duration,
-    /// Requests served at once; beyond it 503 at once.
+    /// Requests served at once; beyond it 503 at once. 0: no limit.
     pub max_concurrent_requests: usize,
     /// Largest accepted request body.
     pub max_request_body_bytes: usize,
@@ -100,7 +100,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             request_timeout: Duration::from_secs(300),
-            max_concurrent_requests: 64,
+            max_concurrent_requests: crate::serve::DEFAULT_MAX_REQUESTS,
             max_request_body_bytes: 64 * 1024,
             max_connections: 512,
             header_read_timeout: Duration::from_secs(10),
@@ -123,7 +123,10 @@ impl Shared {
         Shared {
             current: RwLock::new(Arc::new(active)),
             verifier: Verifier::default(),
-            requests: Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1))),
+            requests: Arc::new(Semaphore::new(match limits.max_concurrent_requests {
+                0 => Semaphore::MAX_PERMITS,
+                n => n,
+            })),
         }
     }
 
