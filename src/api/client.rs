@@ -349,6 +349,46 @@ impl Client {
         required(self.get(Endpoint::CardDayUsage, &q, deadline).await?)
     }
 
+    /// `useFlowKb` of one of the four usage endpoints (pool or card, day or month) for a pool
+    /// code or ICCID and a day (`YYYY-MM-DD`) or month (`YYYY-MM`): what the history of the
+    /// exporter and the backfill read. Another endpoint is an [`ApiError::Invalid`].
+    pub async fn usage_kb(
+        &self,
+        ep: Endpoint,
+        target: &str,
+        period: &str,
+        deadline: impl Into<Deadline>,
+    ) -> Result<Option<f64>, ApiError> {
+        Ok(match ep {
+            Endpoint::PoolDayUsage => {
+                self.pool_day_usage(target, period, deadline)
+                    .await?
+                    .use_flow_kb
+            }
+            Endpoint::PoolMonthUsage => {
+                self.pool_month_usage(target, period, deadline)
+                    .await?
+                    .use_flow_kb
+            }
+            Endpoint::CardDayUsage => {
+                self.card_day_usage(target, period, deadline)
+                    .await?
+                    .use_flow_kb
+            }
+            Endpoint::CardMonthUsage => {
+                self.card_month_usage(target, period, deadline)
+                    .await?
+                    .use_flow_kb
+            }
+            other => {
+                return Err(ApiError::Invalid(format!(
+                    "{} is not a usage endpoint",
+                    other.name()
+                )));
+            }
+        })
+    }
+
     /// Switches the network of 1 to 10 cards on or off. Sent once, never retried: a timeout
     /// means the outcome is unknown, and the caller should check the cards or the batch.
     pub async fn card_network(

@@ -21,7 +21,7 @@
 use super::{
     DEFAULT_CONFIG_FILE, DEFAULT_TIMEOUT, Failure, client_for, load_config, pick_account, run_async,
 };
-use crate::api::{ApiError, Client, Deadline, Gate};
+use crate::api::{ApiError, Client, Deadline, Endpoint, Gate};
 use crate::calendar::{Month, format_day};
 use clap::Args;
 use futures::StreamExt;
@@ -253,14 +253,16 @@ async fn fetch(
     job: &Job,
     timeout: std::time::Duration,
 ) -> Result<Option<f64>, ApiError> {
+    let ep = match job.family {
+        Family::PoolDaily => Endpoint::PoolDayUsage,
+        Family::PoolMonthly => Endpoint::PoolMonthUsage,
+        Family::CardDaily => Endpoint::CardDayUsage,
+        Family::CardMonthly => Endpoint::CardMonthUsage,
+    };
     let deadline = Deadline::AfterAdmission(timeout);
-    let (t, p) = (job.target.as_str(), job.period.as_str());
-    Ok(match job.family {
-        Family::PoolDaily => client.pool_day_usage(t, p, deadline).await?.use_flow_kb,
-        Family::PoolMonthly => client.pool_month_usage(t, p, deadline).await?.use_flow_kb,
-        Family::CardDaily => client.card_day_usage(t, p, deadline).await?.use_flow_kb,
-        Family::CardMonthly => client.card_month_usage(t, p, deadline).await?.use_flow_kb,
-    })
+    client
+        .usage_kb(ep, &job.target, &job.period, deadline)
+        .await
 }
 
 /// `backfill`.

@@ -73,7 +73,14 @@ pub trait Fetchable: Sized + Send + Sync + 'static {
         period: String,
         month: bool,
         deadline: Deadline,
-    ) -> BoxFuture<'static, Result<Option<f64>, ApiError>>;
+    ) -> BoxFuture<'static, Result<Option<f64>, ApiError>> {
+        let ep = if month { Self::MONTH } else { Self::DAY };
+        async move {
+            let kb = client.usage_kb(ep, &id, &period, deadline).await?;
+            Ok(kb.map(values::kb_to_bytes))
+        }
+        .boxed()
+    }
 }
 
 impl Fetchable for PoolValues {
@@ -95,29 +102,6 @@ impl Fetchable for PoolValues {
         }
         .boxed()
     }
-    fn fetch_period(
-        client: Client,
-        id: Arc<str>,
-        period: String,
-        month: bool,
-        deadline: Deadline,
-    ) -> BoxFuture<'static, Result<Option<f64>, ApiError>> {
-        async move {
-            let kb = if month {
-                client
-                    .pool_month_usage(&id, &period, deadline)
-                    .await?
-                    .use_flow_kb
-            } else {
-                client
-                    .pool_day_usage(&id, &period, deadline)
-                    .await?
-                    .use_flow_kb
-            };
-            Ok(kb.map(values::kb_to_bytes))
-        }
-        .boxed()
-    }
 }
 
 impl Fetchable for CardValues {
@@ -136,29 +120,6 @@ impl Fetchable for CardValues {
         async move {
             let d: CardDetail = client.card_detail(&id, deadline).await?;
             Ok(CardValues::from_detail(&d))
-        }
-        .boxed()
-    }
-    fn fetch_period(
-        client: Client,
-        id: Arc<str>,
-        period: String,
-        month: bool,
-        deadline: Deadline,
-    ) -> BoxFuture<'static, Result<Option<f64>, ApiError>> {
-        async move {
-            let kb = if month {
-                client
-                    .card_month_usage(&id, &period, deadline)
-                    .await?
-                    .use_flow_kb
-            } else {
-                client
-                    .card_day_usage(&id, &period, deadline)
-                    .await?
-                    .use_flow_kb
-            };
-            Ok(kb.map(values::kb_to_bytes))
         }
         .boxed()
     }
