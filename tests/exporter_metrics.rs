@@ -395,3 +395,55 @@ async fn closed_days_and_months_are_fetched_once() {
         assert!(value(&s, "tibiot_pool_daily_usage_bytes", &with).is_some());
     }
 }
+
+/// With one request in flight allowed, a target told to come back in 3 s (429 with
+/// `Retry-After`) does not hold up the next target: it is fetched during the backoff and
+/// reported within the scrape's deadline; the first one lands after its retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_in_retry_backoff_does_not_hold_up_the_others() {
+    let sim = sim(SimOptions::default()).await;
+    let pools = sim.pools()[..2].to_vec();
+    let (waiting, other) = (pools[0].clone(), pools[1].clone());
+    sim.set_fault(
+        FaultRule::new(Fault::RateLimited {
+            retry_after_secs: 3,
+        })
+        .target(waiting.clone())
+        .times(1),
+    );
+    let yaml = config_yaml(
+        &sim,
+        &pools,
+        &[],
+        "  timeout: 10s\n  timeout_offset: 500ms\n  concurrency: 1\n  history: {pool_days: 0, pool_months: 0}\n",
+    );
+    let server = Server::start(&yaml, None).await;
+    let scrape = || async {
+        let r = client()
+            .get(server.url("/metrics"))
+            .header("X-Prometheus-Scrape-Timeout-Seconds", "2")
+            .send()
+            .await
+            .unwrap();
+        parse(&r.text().await.unwrap())
+    };
+    let success = |s: &[Sample], pool: &str| {
+        value(
+            s,
+            "tibiot_collect_success",
+            &[("kind", "pool"), ("target", pool)],
+        )
+    };
+    // the scrape ends after 1.5 s, the retry comes after 3 s
+    let s = scrape().await;
+    assert_eq!(success(&s, &other), Some(1.0), "held up by the backoff");
+    assert!(value(&s, "tibiot_pool_used_bytes", &[("pool", other.as_str())]).is_some());
+    assert_eq!(success(&s, &waiting), Some(0.0));
+    // the retry lands: the waiting pool is served too, after exactly two requests
+    let landed = eventually(Duration::from_secs(10), || async {
+        success(&scrape().await, &waiting) == Some(1.0)
+    })
+    .await;
+    assert!(landed, "the retried pool never arrived");
+    assert_eq!(sim.requests_for(Endpoint::PoolDetail, &waiting), 2);
+}

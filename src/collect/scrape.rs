@@ -46,6 +46,10 @@ impl Windows {
     }
 }
 
+/// Fetches started per account (and scrape) per slot of `concurrency`; see
+/// [`Plan::dispatch`].
+const DRIVER_FACTOR: usize = 4;
+
 struct Plan<'a> {
     settings: &'a CollectConfig,
     now: Instant,
@@ -197,9 +201,12 @@ impl Plan<'_> {
         }
     }
 
-    /// Hands the account's new fetches (details first) to one driver task that runs at most
-    /// `concurrency` of them at a time. The driver is not tied to this scrape: what outlives
-    /// the deadline still lands in the cache.
+    /// Hands the account's new fetches (details first) to one driver task. The account's gate
+    /// (in its client) keeps `concurrency` requests in flight; the driver keeps a few times
+    /// that many fetches started, so that fetches waiting out a retry backoff (which hold no
+    /// gate slot) do not stall the queue behind them, while a 10,000-target fill still has
+    /// only that many futures alive. The gate admits in order, so details still go first. The
+    /// driver is not tied to this scrape: what outlives the deadline still lands in the cache.
     fn dispatch(&mut self, acc: &Arc<AccountRt>) {
         if self.jobs.is_empty() && self.history_jobs.is_empty() {
             return;
@@ -208,7 +215,7 @@ impl Plan<'_> {
         jobs.append(&mut self.history_jobs);
         let acc = acc.clone();
         let settings = Arc::new(self.settings.clone());
-        let limit = settings.concurrency.max(1);
+        let limit = settings.concurrency.max(1).saturating_mul(DRIVER_FACTOR);
         let many = jobs.len() >= 1000;
         tokio::spawn(async move {
             futures::stream::iter(jobs)
