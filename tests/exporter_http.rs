@@ -132,7 +132,7 @@ async fn probe_one_target() {
     assert_eq!(value(&parse(&text), "tibiot_probe_success", &[]), Some(0.0));
 
     for (query, why) in [
-        ("", "missing parameter: account"),
+        ("", "exactly one of"),
         ("?account=nobody&pool=POOL-0001", "unknown account"),
         ("?account=test", "exactly one of"),
         (
@@ -159,6 +159,39 @@ async fn probe_one_target() {
         let body = r.text().await.unwrap();
         assert!(body.contains(why), "{query}: {body}");
     }
+}
+
+/// `account` may be left out when one account is configured, and not when there are two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_account_is_needed_only_with_several_accounts() {
+    let sim = sim(SimOptions::default()).await;
+    let pool = sim.pools()[0].clone();
+    let one = config_yaml(&sim, std::slice::from_ref(&pool), &[], "");
+    let server = Server::start(&one, None).await;
+    let (status, text) = get(&server.url(&format!("/probe?pool={pool}"))).await;
+    assert_eq!(status, 200, "{text}");
+    let s = parse(&text);
+    assert_eq!(value(&s, "tibiot_probe_success", &[]), Some(1.0));
+    assert!(
+        value(
+            &s,
+            "tibiot_pool_used_bytes",
+            &[("account", "test"), ("pool", &pool)]
+        )
+        .is_some()
+    );
+
+    let (accounts, collect) = one.split_once("collect:").unwrap();
+    let second = accounts
+        .trim_start_matches("accounts:\n")
+        .replace("name: test", "name: second");
+    let two = format!("{accounts}{second}collect:{collect}");
+    let server = Server::start(&two, None).await;
+    let (status, text) = get(&server.url(&format!("/probe?pool={pool}"))).await;
+    assert_eq!(status, 400);
+    assert!(text.contains("missing parameter: account"), "{text}");
+    let (status, _) = get(&server.url(&format!("/probe?account=second&pool={pool}"))).await;
+    assert_eq!(status, 200);
 }
 
 /// A hostile upstream: names full of HTML and quotes. (Not a mock of our code: a stand-in

@@ -107,7 +107,7 @@ code{{background:#f4f4f4;padding:0 .2em}}
 <p>Version {} (revision {}). Configuration {}.</p>
 <ul>
 <li><a href="metrics">/metrics</a> — every configured target and the exporter's own metrics</li>
-<li><code>/probe?account=NAME&amp;pool=CODE</code> or <code>&amp;card=ICCID</code> — one target</li>
+<li><code>/probe?account=NAME&amp;pool=CODE</code> or <code>&amp;card=ICCID</code> — one target (<code>account</code> may be left out with one account)</li>
 <li><a href="config">/config</a> — the effective configuration, secrets redacted</li>
 <li><a href="-/healthy">/-/healthy</a>, <a href="-/ready">/-/ready</a></li>
 </ul>

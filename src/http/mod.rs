@@ -240,22 +240,34 @@ async fn probe(
             "each of account, pool and card may be given once\n",
         );
     }
-    let Some(account) = account.filter(|a| !a.is_empty()) else {
-        return text(StatusCode::BAD_REQUEST, "missing parameter: account\n");
+    let rt = app.collector.runtime();
+    let account: String = match account.filter(|a| !a.is_empty()) {
+        Some(a) if rt.account(a).is_some() => a.to_owned(),
+        Some(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "unknown account (not in the configuration)\n",
+            );
+        }
+        // with one account configured, it is the one meant
+        None => match rt.accounts.as_slice() {
+            [only] => only.name.to_string(),
+            _ => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "missing parameter: account (needed when several accounts are configured)\n",
+                );
+            }
+        },
     };
-    if app.collector.runtime().account(account).is_none() {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "unknown account (not in the configuration)\n",
-        );
-    }
+    drop(rt);
     let scope = match (pool, card) {
         (Some(p), None) if is_valid_pool_code(p) => Scope::Pool {
-            account: account.to_owned(),
+            account,
             code: p.to_owned(),
         },
         (None, Some(c)) if is_valid_iccid(c) => Scope::Card {
-            account: account.to_owned(),
+            account,
             iccid: c.to_owned(),
         },
         (Some(_), None) => {
