@@ -161,6 +161,31 @@ impl Check<'_> {
             self.failures.push(format!("[{}] {}", self.row, what()));
         }
     }
+
+    /// Every kind (detail and history) of `pool` and `card` of `account` reports
+    /// `tibiot_collect_success` = `want`; `who` names them in a failure.
+    fn every_kind(
+        &mut self,
+        m: &Metrics,
+        who: &str,
+        (account, pool, card): (&str, &str, &str),
+        want: f64,
+    ) {
+        for (kind, t) in [
+            ("pool", pool),
+            ("pool_history", pool),
+            ("card", card),
+            ("card_history", card),
+        ] {
+            let got = m.value(
+                "tibiot_collect_success",
+                &[("account", account), ("kind", kind), ("target", t)],
+            );
+            self.that(got == Some(want), || {
+                format!("{who} {kind} {t}: collect_success = {got:?}, want {want}")
+            });
+        }
+    }
 }
 
 fn success(m: &Metrics, kind: &str, target: &str) -> Option<f64> {
@@ -264,17 +289,7 @@ async fn run_row(row: &Row) -> Vec<String> {
             });
         }
     }
-    for (kind, t) in [
-        ("pool", &pools[3]),
-        ("pool_history", &pools[3]),
-        ("card", &cards[3]),
-        ("card_history", &cards[3]),
-    ] {
-        let got = success(&m, kind, t);
-        check.that(got == Some(1.0), || {
-            format!("control {kind} {t}: collect_success = {got:?}, want 1")
-        });
-    }
+    check.every_kind(&m, "control", ("sim", &pools[3], &cards[3]), 1.0);
     // The control pool's values are there.
     check.that(
         m.value(
@@ -399,31 +414,8 @@ async fn run_unreachable() -> Vec<String> {
     check.that(status == 200, || format!("status {status}"));
     check.that(took < DEADLINE + MARGIN, || format!("scrape took {took:?}"));
     let m = Metrics::parse(&body);
-    for (kind, t) in [
-        ("pool", &pools[1]),
-        ("pool_history", &pools[1]),
-        ("card", &cards[1]),
-        ("card_history", &cards[1]),
-    ] {
-        let got = m.value(
-            "tibiot_collect_success",
-            &[("account", "dead"), ("kind", kind), ("target", t)],
-        );
-        check.that(got == Some(0.0), || {
-            format!("dead {kind} {t}: collect_success = {got:?}, want 0")
-        });
-    }
-    for (kind, t) in [
-        ("pool", &pools[0]),
-        ("pool_history", &pools[0]),
-        ("card", &cards[0]),
-        ("card_history", &cards[0]),
-    ] {
-        let got = success(&m, kind, t);
-        check.that(got == Some(1.0), || {
-            format!("healthy {kind} {t}: collect_success = {got:?}, want 1")
-        });
-    }
+    check.every_kind(&m, "dead", ("dead", &pools[1], &cards[1]), 0.0);
+    check.every_kind(&m, "healthy", ("sim", &pools[0], &cards[0]), 1.0);
     for (ep, _) in ENDPOINTS {
         let n = requests(&m, "dead", ep, "transport_error");
         // retried: more attempts than fetches (1 detail, 2 days, 2 months per target)
