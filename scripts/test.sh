@@ -2,8 +2,8 @@
 # The test command of the README: every test of the project.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --all-targets
-# An independent (Python, stdlib-only) client of CONTRACT §2 against `simulate`.
+cargo test --workspace --all-targets
+# An independent (Python, stdlib-only) client of docs/api.md, "Signing" against `simulate`.
 cargo build --bin tibiot-exporter
 timeout 120 python3 tests/py/independent_client.py target/debug/tibiot-exporter
 # The ops kit: dashboards, rules and deploy files (static), then every dashboard query and the

@@ -1,4 +1,4 @@
-//! The configuration file (CONTRACT §3): YAML → a validated [`Config`].
+//! The configuration file (docs/config.md): YAML → a validated [`Config`].
 //!
 //! Parsing is strict (unknown keys are errors) and every error names the key path
 //! (`accounts[1].collect.pool_ttl`) and, where the YAML parser knows it, the line. `${VAR}` is
@@ -7,8 +7,6 @@
 //! [`SecretString`]s: they never print, and [`Config::redacted_yaml`] (served on `/config`)
 //! replaces them. `cards_file` is read relative to the config file's folder.
 
-use crate::api::{ClientOptions, HmacSha256Signer, NoSigner, Signer, client::parse_base_url};
-use crate::calendar::{ApiCalendar, parse_offset};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -17,6 +15,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tibiot_api::calendar::{ApiCalendar, parse_offset};
+use tibiot_api::{ClientOptions, HmacSha256Signer, NoSigner, Signer, client::parse_base_url};
+use tibiot_web::redact::{hide_quoted_values, shown};
 
 /// The config file used when `--config.file` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "tibiot-exporter.yml";
@@ -550,80 +551,6 @@ impl Config {
 
 /// serde_yaml_ng appends "at line L column C" (the line is reported separately) and may
 /// prefix its own path ("accounts[0]: "), which the key already names.
-/// A configuration value for an error message: quoted when it looks like the short token a
-/// setting takes (`TLS13`, `hmac-sha256`, `+08:00`), else only its length. A mangled
-/// document can put anything where a setting was expected (a block scalar holding the rest
-/// of the file, a bcrypt hash), and an error must not show it.
-pub(crate) fn shown(value: &str) -> String {
-    let token = value.len() <= 40
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '+'));
-    if token {
-        format!("{value:?}")
-    } else {
-        format!("a value of {} characters", value.chars().count())
-    }
-}
-
-/// A serde error message without the values it quotes (`invalid type: string "…"`,
-/// `integer `…``, …): when a document is mangled, the quoted value may be a secret, or a
-/// whole mangled file that holds one. An unknown variant is kept when it is [`shown`]. The
-/// key path and line still say where the error is.
-pub(crate) fn hide_quoted_values(msg: &str) -> String {
-    const VARIANT: &str = "unknown variant `";
-    if let Some(i) = msg.find(VARIANT) {
-        let after = &msg[i + VARIANT.len()..];
-        // the expected list that follows holds no "`, expected": the last one ends the value
-        let end = after
-            .rfind("`, expected")
-            .or_else(|| after.rfind("`, there are no variants"));
-        let (value, tail) = match end {
-            Some(e) => (&after[..e], &after[e + 1..]),
-            None => (after, ""),
-        };
-        return format!(
-            "{}unknown variant {}{}",
-            hide_quoted_values(&msg[..i]),
-            shown(value),
-            hide_quoted_values(tail)
-        );
-    }
-    const QUOTED: [(&str, char, &str); 4] = [
-        ("string \"", '"', "a string"),
-        ("integer `", '`', "an integer"),
-        ("floating point `", '`', "a number"),
-        ("character `", '`', "a character"),
-    ];
-    let mut out = String::with_capacity(msg.len());
-    let mut rest = msg;
-    loop {
-        let next = QUOTED
-            .iter()
-            .filter_map(|q| rest.find(q.0).map(|i| (i, q)))
-            .min_by_key(|(i, _)| *i);
-        let Some((i, &(opening, close, word))) = next else {
-            out.push_str(rest);
-            return out;
-        };
-        out.push_str(&rest[..i]);
-        out.push_str(word);
-        let mut chars = rest[i + opening.len()..].char_indices();
-        let mut end = None;
-        while let Some((j, c)) = chars.next() {
-            if c == '\\' {
-                chars.next();
-            } else if c == close {
-                end = Some(j + c.len_utf8());
-                break;
-            }
-        }
-        // An unterminated quote hides everything after it.
-        let Some(end) = end else { return out };
-        rest = &rest[i + opening.len() + end..];
-    }
-}
-
 fn strip_location(msg: &str, key: &str) -> String {
     let msg = match msg.find(" at line ") {
         Some(i) => &msg[..i],
@@ -1119,41 +1046,6 @@ mod tests {
         let e = err_of(&format!("{MINIMAL}collect:\n  concurrency: eight\n"));
         assert_eq!(e.key, "collect.concurrency");
         assert!(e.to_string().contains("invalid type: a string"), "{e}");
-    }
-
-    #[test]
-    fn quoted_values_are_hidden_and_the_rest_kept() {
-        assert_eq!(
-            hide_quoted_values(r#"invalid type: string "a \"b\" c", expected u32"#),
-            "invalid type: a string, expected u32"
-        );
-        assert_eq!(
-            hide_quoted_values(
-                "invalid type: integer `42`, expected a sequence; floating point `1.5`"
-            ),
-            "invalid type: an integer, expected a sequence; a number"
-        );
-        assert_eq!(
-            hide_quoted_values(r#"x: string "unterminated \"#),
-            "x: a string"
-        );
-        assert_eq!(
-            hide_quoted_values("unknown field `bogus`, expected one of `a`"),
-            "unknown field `bogus`, expected one of `a`"
-        );
-        assert_eq!(hide_quoted_values("string \"é\" ok"), "a string ok");
-        assert_eq!(
-            hide_quoted_values("unknown variant `kerberos`, expected `hmac-sha256` or `none`"),
-            "unknown variant \"kerberos\", expected `hmac-sha256` or `none`"
-        );
-        assert_eq!(
-            hide_quoted_values("unknown variant `app_secret: s3cr3t\n`, expected `none`"),
-            "unknown variant a value of 19 characters, expected `none`"
-        );
-        assert_eq!(
-            hide_quoted_values("unknown variant `$2b$04$abc`, there are no variants"),
-            "unknown variant a value of 10 characters, there are no variants"
-        );
     }
 
     #[test]

@@ -5,9 +5,9 @@
 use crate::config::Config;
 use crate::logging;
 use crate::serve::{LogFlags, bind_listener, run_server};
-use crate::sim::{SimHandle, SimOptions};
 use std::path::Path;
 use std::process::ExitCode;
+use tibiot_sim::{SimHandle, SimOptions};
 
 /// Flags of `demo`.
 #[derive(Debug, Clone, clap::Args)]

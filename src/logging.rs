@@ -3,8 +3,8 @@
 //! the one line per failed upstream fetch: account, target, error class (`outcome`), API code
 //! and traceId. Secrets never reach an event: errors carry only cleaned upstream text.
 
-use crate::api::{ApiError, Endpoint};
 use std::fmt::{self, Write as _};
+use tibiot_api::{ApiError, Endpoint};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;

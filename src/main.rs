@@ -1,5 +1,5 @@
 //! The `tibiot-exporter` binary: parses the command line (flags follow the Prometheus
-//! exporters' names, CONTRACT §4) and hands over to the library. Exit status: 0 success,
+//! exporters' names) and hands over to the library. Exit status: 0 success,
 //! 1 an API or runtime failure, 2 bad usage or bad configuration.
 
 use clap::{Parser, Subcommand};
@@ -33,17 +33,9 @@ enum Command {
         web_config_file: Option<PathBuf>,
     },
     /// Run the embedded TIBIOT simulator (prints one JSON line, then serves until SIGINT/SIGTERM).
-    Simulate(tibiot_exporter::sim::cli::SimulateArgs),
+    Simulate(tibiot_sim::cli::SimulateArgs),
     /// Simulator + exporter with a generated configuration: zero setup.
     Demo(tibiot_exporter::demo::DemoFlags),
-    /// Look up a flow pool: `pool show CODE`, `pool usage CODE --month|--day`.
-    Pool(tibiot_exporter::cli::PoolArgs),
-    /// Look up cards and switch their network: `card show|usage|network`.
-    Card(tibiot_exporter::cli::CardArgs),
-    /// Follow a network-operation batch: `batch status BATCHCODE [--wait]`.
-    Batch(tibiot_exporter::cli::BatchArgs),
-    /// Print the last days' and months' usage as OpenMetrics with timestamps, for promtool.
-    Backfill(tibiot_exporter::cli::backfill::BackfillArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,14 +56,10 @@ fn main() -> ExitCode {
             web_config_file,
         }) => check_config(&config_file, web_config_file.as_deref()),
         None => tibiot_exporter::serve::run(cli.serve),
-        Some(Command::Simulate(args)) => tibiot_exporter::sim::cli::run(args),
+        Some(Command::Simulate(args)) => tibiot_sim::cli::run(args),
         Some(Command::Demo(d)) => {
             tibiot_exporter::demo::run(d, cli.serve.log, cli.serve.max_requests)
         }
-        Some(Command::Pool(a)) => tibiot_exporter::cli::pool_command(a),
-        Some(Command::Card(a)) => tibiot_exporter::cli::card_command(a),
-        Some(Command::Batch(a)) => tibiot_exporter::cli::batch_command(a),
-        Some(Command::Backfill(a)) => tibiot_exporter::cli::backfill_command(a),
     }
 }
 
@@ -81,7 +69,7 @@ fn check_config(config_file: &std::path::Path, web: Option<&std::path::Path>) ->
     if status != ExitCode::SUCCESS {
         return status;
     }
-    match web.map(tibiot_exporter::web::server::check_file) {
+    match web.map(tibiot_web::server::check_file) {
         Some(Err(e)) => {
             eprintln!("invalid web configuration: {e}");
             ExitCode::from(2)

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// Flags of the server (CONTRACT §4).
+/// Flags of the server (README, "Command line").
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeFlags {
     /// Configuration file.
@@ -101,7 +101,7 @@ pub fn run(flags: ServeFlags) -> ExitCode {
         }
     };
     if let Some(web) = &flags.web_config_file
-        && let Err(e) = crate::web::server::check_file(web)
+        && let Err(e) = tibiot_web::server::check_file(web)
     {
         eprintln!("error: invalid {e}");
         return ExitCode::from(2);
@@ -187,15 +187,15 @@ pub async fn serve_router(
     max_requests: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let options = crate::web::ServerOptions {
+    let options = tibiot_web::ServerOptions {
         web_config_file: web_config.map(Path::to_path_buf),
-        limits: crate::web::Limits {
+        limits: tibiot_web::Limits {
             max_concurrent_requests: max_requests,
             ..Default::default()
         },
         ..Default::default()
     };
-    let server = crate::web::WebServer::from_listener(listener, options)
+    let server = tibiot_web::WebServer::from_listener(listener, options)
         .await
         .map_err(std::io::Error::other)?;
     server.serve(app, shutdown).await

@@ -5,12 +5,12 @@ use chrono::{TimeZone, Utc};
 use secrecy::SecretString;
 use std::sync::Arc;
 use std::time::Duration;
-use tibiot_exporter::api::{
+use tibiot_api::calendar::{Month, format_day};
+use tibiot_api::{
     ApiError, CardStatus, Client, ClientOptions, Deadline, Endpoint, Gate, HmacSha256Signer,
     NoSigner, OperationState, RetryPolicy,
 };
-use tibiot_exporter::calendar::{Month, format_day};
-use tibiot_exporter::sim::{Fault, FaultRule, SimHandle, SimOptions};
+use tibiot_sim::{Fault, FaultRule, SimHandle, SimOptions};
 use tokio::time::Instant;
 
 async fn sim(opts: SimOptions) -> SimHandle {

@@ -10,9 +10,9 @@ use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tibiot_exporter::api::sign::SignRequest;
-use tibiot_exporter::api::{ApiError, Client, ClientOptions, HmacSha256Signer, NoSigner};
-use tibiot_exporter::sim::{SimHandle, SimOptions};
+use tibiot_api::sign::SignRequest;
+use tibiot_api::{ApiError, Client, ClientOptions, HmacSha256Signer, NoSigner};
+use tibiot_sim::{SimHandle, SimOptions};
 use tokio::time::Instant;
 
 async fn sim(opts: SimOptions) -> SimHandle {
@@ -62,7 +62,7 @@ impl<'a> Raw<'a> {
             sent_body: b"",
             secret: "s",
             timestamp: now_ms(),
-            nonce: tibiot_exporter::api::sign::new_nonce(),
+            nonce: tibiot_api::sign::new_nonce(),
             drop_header: None,
         }
     }

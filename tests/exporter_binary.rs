@@ -8,7 +8,7 @@ use exporter_support::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use tibiot_exporter::sim::SimOptions;
+use tibiot_sim::SimOptions;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tibiot-exporter");
 
@@ -332,8 +332,8 @@ async fn demo_serves_every_simulated_target_with_history() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_max_requests_turns_away_what_is_over_the_limit() {
-    use tibiot_exporter::api::Endpoint;
-    use tibiot_exporter::sim::{Fault, FaultRule};
+    use tibiot_api::Endpoint;
+    use tibiot_sim::{Fault, FaultRule};
     let sim = sim(SimOptions::default()).await;
     let pool = sim.pools()[0].clone();
     sim.set_fault(

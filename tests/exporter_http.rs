@@ -7,10 +7,10 @@ mod exporter_support;
 use exporter_support::*;
 use std::io::Read;
 use std::sync::Arc;
-use tibiot_exporter::api::Endpoint;
+use tibiot_api::Endpoint;
 use tibiot_exporter::config::Config;
 use tibiot_exporter::http::Loader;
-use tibiot_exporter::sim::{FaultRule, SimOptions};
+use tibiot_sim::{FaultRule, SimOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_and_openmetrics_negotiation() {
@@ -124,9 +124,7 @@ async fn probe_one_target() {
     );
 
     // A failing target: still 200, probe_success 0.
-    sim.set_fault(
-        FaultRule::new(tibiot_exporter::sim::Fault::BusinessError).target(pools[4].clone()),
-    );
+    sim.set_fault(FaultRule::new(tibiot_sim::Fault::BusinessError).target(pools[4].clone()));
     let (status, text) = get(&server.url(&format!("/probe?account=test&pool={}", pools[4]))).await;
     assert_eq!(status, 200);
     assert_eq!(value(&parse(&text), "tibiot_probe_success", &[]), Some(0.0));

@@ -1,4 +1,4 @@
-//! `/metrics` over real HTTP against the real simulator: every family of CONTRACT §6 with the
+//! `/metrics` over real HTTP against the real simulator: every family of docs/metrics.md with the
 //! simulator's values × 1024, failing and slow targets within the deadline, stale handling,
 //! shared in-flight fetches and the TTL cache, and a clean `promtool check metrics`.
 
@@ -6,10 +6,10 @@ mod exporter_support;
 
 use exporter_support::*;
 use std::time::{Duration, Instant};
-use tibiot_exporter::api::{CardStatus, Endpoint, PoolType};
-use tibiot_exporter::calendar::{Month, format_day};
+use tibiot_api::calendar::{Month, format_day};
+use tibiot_api::{CardStatus, Endpoint, PoolType};
 use tibiot_exporter::metrics::{FAMILIES, Served};
-use tibiot_exporter::sim::{Fault, FaultRule, SimOptions};
+use tibiot_sim::{Fault, FaultRule, SimOptions};
 
 const HISTORY: &str =
     "  history:\n    pool_days: 30\n    pool_months: 12\n    card_days: 3\n    card_months: 2\n";
@@ -35,7 +35,7 @@ async fn every_family_holds_the_simulators_values() {
     assert_eq!(value(&s, "tibiot_up", &[("account", "test")]), Some(1.0));
 
     let today = sim.today();
-    let cal = tibiot_exporter::calendar::ApiCalendar::default();
+    let cal = tibiot_api::calendar::ApiCalendar::default();
     let mut usage_billed = 0;
     for code in &pools {
         let d = sim.pool_detail(code).unwrap();

@@ -7,7 +7,7 @@ mod exporter_support;
 use exporter_support::*;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use tibiot_exporter::sim::SimOptions;
+use tibiot_sim::SimOptions;
 
 struct Proc(Child);
 

@@ -23,8 +23,8 @@ mod fault_support;
 
 use fault_support::{Exporter, Metrics, closed_port, config_for, http, scrape};
 use std::time::Duration;
-use tibiot_exporter::api::Endpoint;
-use tibiot_exporter::sim::{Fault, FaultRule, SimHandle, SimOptions};
+use tibiot_api::Endpoint;
+use tibiot_sim::{Fault, FaultRule, SimHandle, SimOptions};
 
 /// The scrape deadline (`collect.timeout`).
 const DEADLINE: Duration = Duration::from_millis(2500);

@@ -16,8 +16,8 @@ use fault_support::{Exporter, Metrics, config_for, memory_kib};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tibiot_exporter::api::Endpoint;
-use tibiot_exporter::sim::{SimHandle, SimOptions};
+use tibiot_api::Endpoint;
+use tibiot_sim::{SimHandle, SimOptions};
 
 const SCRAPERS: usize = 50;
 const RUN: Duration = Duration::from_secs(10);

@@ -8,10 +8,10 @@
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use tibiot_exporter::api::client::parse_retry_after;
-use tibiot_exporter::api::error::clean_text;
-use tibiot_exporter::api::lenient::{f64_to_i64, parse_number};
-use tibiot_exporter::api::*;
+use tibiot_api::client::parse_retry_after;
+use tibiot_api::error::clean_text;
+use tibiot_api::lenient::{f64_to_i64, parse_number};
+use tibiot_api::*;
 
 fn config(default_cases: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
@@ -172,7 +172,7 @@ fn arb_mangled_json() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
-/// How a numeric field may be spelled upstream (CONTRACT §1).
+/// How a numeric field may be spelled upstream (docs/api.md).
 #[derive(Debug, Clone, Copy)]
 enum Spelling {
     Int,
@@ -248,7 +248,7 @@ proptest! {
         decode_everything(&serde_json::to_vec(&v).unwrap());
     }
 
-    /// Leniency (CONTRACT §1): any JSON object decodes as every model — fields of the wrong
+    /// Leniency (docs/api.md): any JSON object decodes as every model — fields of the wrong
     /// shape are read as absent rather than failing the response.
     #[test]
     fn any_object_decodes_as_every_model(

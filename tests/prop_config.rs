@@ -1,4 +1,4 @@
-//! Property tests (bounded fuzzing) of the configuration parser (CONTRACT §3): arbitrary text
+//! Property tests (bounded fuzzing) of the configuration parser (docs/config.md): arbitrary text
 //! and mutated valid files never panic; every error names a key path or a line; a secret
 //! (`app_secret`, a header value, an environment variable's value) never appears in an error
 //! message or in the redacted YAML; generated valid files parse to what they say.

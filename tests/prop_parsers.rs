@@ -10,11 +10,11 @@ use chrono::{Datelike, NaiveDate};
 use percent_encoding::percent_decode_str;
 use proptest::prelude::*;
 use secrecy::SecretString;
-use tibiot_exporter::api::sign::{
+use tibiot_api::calendar::{ApiCalendar, Month, format_day, parse_day, parse_offset};
+use tibiot_api::sign::{
     HEADER_SIGNATURE, HmacSha256Signer, SignRequest, canonical_query, hmac_hex, string_to_sign,
     verify_signature,
 };
-use tibiot_exporter::calendar::{ApiCalendar, Month, format_day, parse_day, parse_offset};
 use tibiot_exporter::config::{
     is_valid_account_name, is_valid_iccid, is_valid_pool_code, parse_iccid_lines,
 };
@@ -79,8 +79,8 @@ proptest! {
         }
         let mut want = pairs.clone();
         want.sort_by(|a, b| {
-            let ea = (tibiot_exporter::api::sign::encode_component(&a.0), tibiot_exporter::api::sign::encode_component(&a.1));
-            let eb = (tibiot_exporter::api::sign::encode_component(&b.0), tibiot_exporter::api::sign::encode_component(&b.1));
+            let ea = (tibiot_api::sign::encode_component(&a.0), tibiot_api::sign::encode_component(&a.1));
+            let eb = (tibiot_api::sign::encode_component(&b.0), tibiot_api::sign::encode_component(&b.1));
             ea.cmp(&eb)
         });
         prop_assert_eq!(decode_query(&q), want);

@@ -12,7 +12,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tibiot_exporter::sim::{SimHandle, SimOptions};
+use tibiot_sim::{SimHandle, SimOptions};
 
 fn config(default_cases: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")

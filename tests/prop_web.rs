@@ -10,8 +10,8 @@ use base64::Engine;
 use proptest::prelude::*;
 use std::path::Path;
 use std::sync::LazyLock;
-use tibiot_exporter::web::auth::parse_basic;
-use tibiot_exporter::web::config::WebConfig;
+use tibiot_web::auth::parse_basic;
+use tibiot_web::config::WebConfig;
 
 fn config(default_cases: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")

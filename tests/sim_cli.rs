@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tibiot_exporter::api::{Client, ClientOptions, HmacSha256Signer};
+use tibiot_api::{Client, ClientOptions, HmacSha256Signer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tibiot-exporter");
 

@@ -8,11 +8,11 @@ use secrecy::SecretString;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tibiot_exporter::api::{
+use tibiot_api::calendar::{Month, format_day};
+use tibiot_api::{
     ApiError, Client, ClientOptions, Endpoint, HmacSha256Signer, PoolType, RetryPolicy,
 };
-use tibiot_exporter::calendar::{Month, format_day};
-use tibiot_exporter::sim::{SimHandle, SimOptions};
+use tibiot_sim::{SimHandle, SimOptions};
 use tokio::time::Instant;
 
 async fn sim(opts: SimOptions) -> SimHandle {
@@ -147,7 +147,7 @@ async fn network_operation_changes_pool_counts() {
     .await;
     let c = client(&sim);
     let iccid = sim.cards()[0].clone(); // normal, bound to POOL-0001
-    let count = |d: &tibiot_exporter::api::PoolDetail, status: i64| {
+    let count = |d: &tibiot_api::PoolDetail, status: i64| {
         d.bind_card_status_count
             .iter()
             .find(|s| s.card_status == Some(status))
@@ -213,7 +213,7 @@ async fn error_rate_mixes_every_class() {
         let e = c.pool_detail("POOL-0001", deadline()).await.unwrap_err();
         classes.insert(e.outcome());
     }
-    use tibiot_exporter::api::Outcome;
+    use tibiot_api::Outcome;
     for o in [
         Outcome::HttpError,
         Outcome::RateLimited,

@@ -6,7 +6,7 @@
 mod web_support;
 
 use std::time::Duration;
-use tibiot_exporter::web::Limits;
+use tibiot_web::Limits;
 use web_support::*;
 
 const PATHS: &[&str] = &["/", "/metrics", "/config", "/-/healthy", "/no-such-page"];
@@ -115,7 +115,7 @@ async fn verified_credentials_are_cached() {
 
 #[tokio::test]
 async fn concurrency_limit_answers_503() {
-    let opts = tibiot_exporter::web::ServerOptions {
+    let opts = tibiot_web::ServerOptions {
         limits: Limits {
             max_concurrent_requests: 2,
             ..Limits::default()
@@ -146,7 +146,7 @@ async fn concurrency_limit_answers_503() {
 
 #[tokio::test]
 async fn request_timeout_and_body_limit() {
-    let opts = tibiot_exporter::web::ServerOptions {
+    let opts = tibiot_web::ServerOptions {
         limits: Limits {
             request_timeout: Duration::from_millis(300),
             max_request_body_bytes: 1024,
@@ -179,7 +179,7 @@ async fn request_timeout_and_body_limit() {
 #[tokio::test]
 async fn silent_and_slow_clients_are_disconnected() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let opts = tibiot_exporter::web::ServerOptions {
+    let opts = tibiot_web::ServerOptions {
         limits: Limits {
             header_read_timeout: Duration::from_millis(300),
             ..Limits::default()

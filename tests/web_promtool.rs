@@ -7,8 +7,8 @@ mod web_support;
 
 use std::path::Path;
 use std::process::Command;
-use tibiot_exporter::web::WebConfig;
-use tibiot_exporter::web::guard::Active;
+use tibiot_web::WebConfig;
+use tibiot_web::guard::Active;
 use web_support::*;
 
 fn promtool_accepts(file: &Path) -> (bool, String) {

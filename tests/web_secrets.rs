@@ -11,8 +11,8 @@ mod web_support;
 use base64::Engine;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use tibiot_exporter::api::Endpoint;
-use tibiot_exporter::sim::{Fault, FaultRule, SimHandle, SimOptions};
+use tibiot_api::Endpoint;
+use tibiot_sim::{Fault, FaultRule, SimHandle, SimOptions};
 use web_support::*;
 
 struct Exporter(Child);

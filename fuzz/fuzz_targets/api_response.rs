@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use tibiot_exporter::api::*;
+use tibiot_api::*;
 
 fn models(v: Value) {
     let _ = serde_json::from_value::<PoolDetail>(v.clone());

@@ -4,9 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tibiot_exporter::api::client::parse_retry_after;
-use tibiot_exporter::api::sign::{canonical_query, verify_signature};
-use tibiot_exporter::calendar::{ApiCalendar, Month, parse_day, parse_offset};
+use tibiot_api::client::parse_retry_after;
+use tibiot_api::sign::{canonical_query, verify_signature};
+use tibiot_api::calendar::{ApiCalendar, Month, parse_day, parse_offset};
 use tibiot_exporter::config::{expand, parse_iccid_lines};
 
 fuzz_target!(|data: &[u8]| {

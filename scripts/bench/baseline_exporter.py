@@ -4,9 +4,9 @@ same cache and 16 threads" that issue 3 compares against.
 
 It reads the same YAML config as tibiot-exporter (one account; base_url, app_key, app_secret,
 pools, cards, collect.{pool_ttl,card_ttl,history_ttl,history.pool_days,pool_months,utc_offset}),
-signs requests with the documented hmac-sha256 scheme (CONTRACT §2), keeps a per-target TTL
+signs requests with the documented hmac-sha256 scheme (docs/api.md, "Signing"), keeps a per-target TTL
 cache, fetches what is due at scrape time on a 16-thread pool, and exposes the same metric
-families (CONTRACT §6) through prometheus_client's own HTTP server.
+families (docs/metrics.md) through prometheus_client's own HTTP server.
 
 Usage: baseline_exporter.py --config FILE --listen 127.0.0.1:PORT
 Not part of the product or the tests; only the benchmark runs it.

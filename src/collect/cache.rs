@@ -3,10 +3,10 @@
 //! join. The TTL rule ([`Slot::is_fresh`]) decides what a scrape fetches; the stale rule
 //! ([`Slot::served`]) decides what it still serves after failures.
 
-use crate::api::{ApiError, Outcome};
 use futures::future::{BoxFuture, Shared};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tibiot_api::{ApiError, Outcome};
 use tokio::time::Instant;
 
 /// A fetch in progress; every scrape that needs it awaits a clone.

@@ -5,11 +5,11 @@
 //! reads an immutable [`HistView`], rebuilt only when something changed.
 
 use super::cache::{FetchError, Slot};
-use crate::calendar::{ApiCalendar, Month, format_day};
 use chrono::NaiveDate;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tibiot_api::calendar::{ApiCalendar, Month, format_day};
 use tokio::time::Instant;
 
 /// The periods a scrape covers for one kind of target (computed once per scrape).
@@ -124,10 +124,10 @@ impl History {
             if let Some(g) = &s.good {
                 last_success = Some(last_success.map_or(g.at_unix, |l: f64| l.max(g.at_unix)));
             }
-            if let Some(e) = &s.last_error {
-                if last_error.as_ref().is_none_or(|l| l.at_unix < e.at_unix) {
-                    last_error = Some(e.clone());
-                }
+            if let Some(e) = &s.last_error
+                && last_error.as_ref().is_none_or(|l| l.at_unix < e.at_unix)
+            {
+                last_error = Some(e.clone());
             }
         };
         let mut days = Vec::with_capacity(self.days.len());
@@ -210,7 +210,7 @@ pub struct HistView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calendar::parse_day;
+    use tibiot_api::calendar::parse_day;
 
     #[test]
     fn window_alignment_and_due_rules() {

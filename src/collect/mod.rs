@@ -9,10 +9,6 @@ pub mod history;
 pub mod scrape;
 pub mod values;
 
-use crate::api::{
-    ApiError, CardDetail, Client, Deadline, Endpoint, Gate, PoolDetail, RequestObserver,
-};
-use crate::calendar::ApiCalendar;
 use crate::config::{CollectConfig, Config};
 use crate::metrics::api_stats::ApiStats;
 use crate::metrics::expo::label_fragment;
@@ -23,6 +19,10 @@ use history::{HistView, History};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
+use tibiot_api::calendar::ApiCalendar;
+use tibiot_api::{
+    ApiError, CardDetail, Client, Deadline, Endpoint, Gate, PoolDetail, RequestObserver,
+};
 use tokio::time::Instant;
 pub use values::{CardValues, PoolValues};
 

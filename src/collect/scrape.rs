@@ -10,12 +10,12 @@ use super::{
     AccountRt, AccountSnap, CardValues, Collector, Fetchable, Health, PoolValues, ProbeResult,
     Runtime, Snapshot, Target, TargetSnap, lock,
 };
-use crate::api::Deadline;
-use crate::calendar::Month;
 use crate::config::CollectConfig;
 use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
+use tibiot_api::Deadline;
+use tibiot_api::calendar::Month;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -238,7 +238,7 @@ pub enum Period {
 impl Period {
     fn label(self) -> String {
         match self {
-            Period::Day(d) => crate::calendar::format_day(d),
+            Period::Day(d) => tibiot_api::calendar::format_day(d),
             Period::Month(m) => m.to_string(),
         }
     }
@@ -313,10 +313,10 @@ async fn execute(work: &Work, acc: &AccountRt, s: &CollectConfig) {
 }
 
 fn internal_error() -> Arc<FetchError> {
-    let mut e = FetchError::from_api(&crate::api::ApiError::Invalid(
+    let mut e = FetchError::from_api(&tibiot_api::ApiError::Invalid(
         "internal error while fetching".into(),
     ));
-    e.outcome = crate::api::Outcome::DecodeError;
+    e.outcome = tibiot_api::Outcome::DecodeError;
     Arc::new(e)
 }
 
@@ -435,7 +435,7 @@ struct SnapCtx {
     now: Instant,
     stale_after: Duration,
     timed_out: bool,
-    cal: crate::calendar::ApiCalendar,
+    cal: tibiot_api::calendar::ApiCalendar,
     pool_history: bool,
     card_history: bool,
 }

@@ -2,10 +2,10 @@
 //! names of the enumerations, and the info labels escaped once, at fetch time, so the encoder
 //! only copies them.
 
-use crate::api::{BillingMethod, CardDetail, CardStatus, PoolDetail, PoolStatus, PoolType};
-use crate::calendar::ApiCalendar;
 use crate::metrics::expo::label_fragment;
 use std::borrow::Cow;
+use tibiot_api::calendar::ApiCalendar;
+use tibiot_api::{BillingMethod, CardDetail, CardStatus, PoolDetail, PoolStatus, PoolType};
 
 /// Bytes from an API KB value.
 #[inline]
@@ -147,7 +147,7 @@ impl CardValues {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{CardStatusCount, PackageInfo};
+    use tibiot_api::{CardStatusCount, PackageInfo};
 
     #[test]
     fn pool_values() {

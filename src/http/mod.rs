@@ -1,4 +1,4 @@
-//! The exporter's HTTP surface (CONTRACT §5), built as one `axum::Router` by [`router`]:
+//! The exporter's HTTP surface (README, "Endpoints"), built as one `axum::Router` by [`router`]:
 //! `/metrics` (streamed exposition, OpenMetrics by `Accept`, gzip by `Accept-Encoding`),
 //! `/probe`, the landing page `/`, `/config` (redacted), `/-/healthy`, `/-/ready` and
 //! `POST /-/reload`. [`App`] is the shared state: the collector, how to re-read the

@@ -3,10 +3,10 @@
 //! `tibiot_api_request_duration_seconds{account,endpoint}` histogram and the outcome of the
 //! account's latest request (`tibiot_up`). Lock-free atomics; they outlive config reloads.
 
-use crate::api::{Endpoint, Outcome, RequestObserver};
 use crate::metrics::expo::label_fragment;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
+use tibiot_api::{Endpoint, Outcome, RequestObserver};
 
 /// Upper bounds of the duration histogram, seconds.
 pub const BUCKETS: [f64; 10] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];

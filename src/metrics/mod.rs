@@ -1,4 +1,4 @@
-//! The metric families (CONTRACT §6), declared once in [`FAMILIES`]: name, help, type, label
+//! The metric families (docs/metrics.md), declared once in [`FAMILIES`]: name, help, type, label
 //! names, where they are served and how their samples are read from a [`Snapshot`] — in the
 //! style of kube-state-metrics' generators. [`encode`] walks the table; the README's metric
 //! reference is checked against it (`tests/exporter_readme.rs`).
@@ -12,12 +12,12 @@ pub mod api_stats;
 pub mod expo;
 pub mod process;
 
-use crate::api::{CardStatus, Outcome};
 use crate::collect::{Kind, Snapshot, TargetSnap};
 use api_stats::{ApiStats, BUCKET_LABELS, COLLECTED_ENDPOINTS};
 use expo::{Format, MetricType, Writer};
 use process::ProcessStats;
 use std::sync::Arc;
+use tibiot_api::{CardStatus, Outcome};
 
 /// Where a family is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tibiot_exporter::collect::Collector;
 use tibiot_exporter::config::Config;
 use tibiot_exporter::http::{App, Loader, router};
-use tibiot_exporter::sim::{SimHandle, SimOptions};
+use tibiot_sim::{SimHandle, SimOptions};
 
 /// A simulator on a free loopback port.
 pub async fn sim(opts: SimOptions) -> SimHandle {

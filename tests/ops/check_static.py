@@ -20,11 +20,8 @@ import jsonschema
 import yaml
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-# shared/ lies beside the repository (CI: a copy beside the clone; developers: /work/shared)
-SCHEMA_CANDIDATES = [
-    os.path.join(os.path.dirname(ROOT), "shared", "schemas", "grafana-dashboard.schema.json"),
-    "/work/shared/schemas/grafana-dashboard.schema.json",
-]
+# A JSON Schema of Grafana dashboard JSON, kept beside this script.
+SCHEMA = os.path.join(ROOT, "tests", "ops", "grafana-dashboard.schema.json")
 DASH_DIR = os.path.join(ROOT, "grafana", "dashboards")
 RULES = os.path.join(ROOT, "deploy", "prometheus", "rules", "tibiot.rules.yml")
 RULES_TEST = os.path.join(ROOT, "deploy", "prometheus", "rules", "tibiot.rules.test.yml")
@@ -40,8 +37,8 @@ EXPECTED_UIDS = {
 }
 DS_REF = {"type": "prometheus", "uid": "${datasource}"}
 
-# CONTRACT §6: the only tibiot_* names a query may use (histogram series included)
-CONTRACT_METRICS = {
+# docs/metrics.md: the only tibiot_* names a query may use (histogram series included)
+PRODUCT_METRICS = {
     "tibiot_pool_info", "tibiot_pool_used_bytes", "tibiot_pool_capacity_bytes", "tibiot_pool_cards",
     "tibiot_pool_status_cards", "tibiot_pool_valid", "tibiot_pool_start_timestamp_seconds",
     "tibiot_pool_end_timestamp_seconds", "tibiot_pool_created_timestamp_seconds",
@@ -147,7 +144,7 @@ def check_dashboards(c, schema_path, recorded):
 
     files = sorted(glob.glob(os.path.join(DASH_DIR, "*.json")))
     uids = {}
-    known = CONTRACT_METRICS | OTHER_METRICS | recorded
+    known = PRODUCT_METRICS | OTHER_METRICS | recorded
     n_panels = n_targets = 0
     for path in files:
         name = os.path.basename(path)
@@ -242,7 +239,7 @@ def check_rules(c, rules):
             out if code else "SUCCESS")
 
     recorded = recorded_names(rules)
-    known = CONTRACT_METRICS | OTHER_METRICS | recorded
+    known = PRODUCT_METRICS | OTHER_METRICS | recorded
     problems = []
     for g in rules["groups"]:
         for r in g["rules"]:
@@ -559,10 +556,10 @@ def check_systemd(c):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--schema", default=os.environ.get("GRAFANA_DASHBOARD_SCHEMA"),
-                    help="grafana-dashboard.schema.json (default: ../shared/schemas/ beside the repository)")
+                    help="grafana-dashboard.schema.json (default: tests/ops/grafana-dashboard.schema.json)")
     args = ap.parse_args()
     if not args.schema:
-        args.schema = next((p for p in SCHEMA_CANDIDATES if os.path.isfile(p)), SCHEMA_CANDIDATES[0])
+        args.schema = SCHEMA
     if not shutil.which("promtool"):
         print("FAIL  promtool not found (apt-get install prometheus)")
         print("0 passed, 1 failed")

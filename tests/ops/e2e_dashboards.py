@@ -59,7 +59,7 @@ GRAFANA_BUILTINS = {
 }
 
 
-# Series that exist only for some pools or cards (CONTRACT §6: no capacity for usage_billed
+# Series that exist only for some pools or cards (docs/metrics.md: no capacity for usage_billed
 # pools or usage-billed cards, end dates only for unified_pay pools). A query that reads one of
 # them must return data for at least one variable combination; any other query for all.
 SOMETIMES_ABSENT = (

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent TIBIOT client (CONTRACT section 2 implemented from scratch with the Python
+"""An independent TIBIOT client (docs/api.md, "Signing" implemented from scratch with the Python
 standard library only) run against `tibiot-exporter simulate`.
 
 Usage: independent_client.py PATH/TO/tibiot-exporter

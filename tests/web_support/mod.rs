@@ -12,8 +12,8 @@ use rcgen::{
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tibiot_exporter::web::server::StatsHandle;
-use tibiot_exporter::web::{Limits, ServerOptions, WebServer};
+use tibiot_web::server::StatsHandle;
+use tibiot_web::{Limits, ServerOptions, WebServer};
 use tokio::sync::oneshot;
 
 pub struct Ca {

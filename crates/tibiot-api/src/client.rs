@@ -1,0 +1,696 @@
+//! The TIBIOT HTTP [`Client`]: one method per endpoint, each taking a deadline from the caller.
+//!
+//! - URL = base URL (scheme, host, optional path prefix) + endpoint path + RFC 3986 query.
+//! - Every request is signed by the account's [`Signer`] and carries the static extra headers
+//!   and `User-Agent: tibiot-exporter/<version>`.
+//! - A response body larger than `max_body_bytes` is a decode error; it is never buffered whole.
+//! - Success needs HTTP 2xx **and** an envelope `code` among `success_codes`.
+//! - Retries (docs/collection.md): GETs only, on transport errors, 5xx and 429 (honouring
+//!   `Retry-After`), with jittered exponential backoff, never past the deadline. The card
+//!   network operation (POST) is never retried.
+//! - Every HTTP attempt passes the account's optional [`Gate`] (concurrency and rate limits),
+//!   retries included; a backoff sleep holds no slot. The deadline may be a budget that
+//!   starts at the first admission ([`Deadline::AfterAdmission`]).
+//! - Every HTTP attempt is reported to an optional [`RequestObserver`] (for the
+//!   `tibiot_api_requests_total` and `tibiot_api_request_duration_seconds` metrics).
+
+use crate::error::{ApiError, Outcome, clean_text};
+use crate::gate::{Admission, Deadline, Gate};
+use crate::model::*;
+use crate::sign::{SignRequest, Signer, encode_component};
+use rand::Rng;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The user agent sent with every request.
+pub const USER_AGENT: &str = concat!("tibiot-exporter/", env!("CARGO_PKG_VERSION"));
+
+/// The eight endpoints of the open API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    PoolDetail,
+    PoolMonthUsage,
+    PoolDayUsage,
+    BatchStatus,
+    CardDetail,
+    CardNetwork,
+    CardMonthUsage,
+    CardDayUsage,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 8] = [
+        Endpoint::PoolDetail,
+        Endpoint::PoolMonthUsage,
+        Endpoint::PoolDayUsage,
+        Endpoint::BatchStatus,
+        Endpoint::CardDetail,
+        Endpoint::CardNetwork,
+        Endpoint::CardMonthUsage,
+        Endpoint::CardDayUsage,
+    ];
+
+    /// The path below the base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::PoolDetail => "/api/v1/pool/detail",
+            Endpoint::PoolMonthUsage => "/api/v1/pool/getPoolMonthUsage",
+            Endpoint::PoolDayUsage => "/api/v1/pool/getPoolDayUsage",
+            Endpoint::BatchStatus => "/api/v1/operation/batch/query/status",
+            Endpoint::CardDetail => "/api/v1/card/detail",
+            Endpoint::CardNetwork => "/api/v1/card/operation/network",
+            Endpoint::CardMonthUsage => "/api/v1/card/getCardMonthUsage",
+            Endpoint::CardDayUsage => "/api/v1/card/getCardDayUsage",
+        }
+    }
+
+    /// The `endpoint` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::PoolDetail => "pool_detail",
+            Endpoint::PoolMonthUsage => "pool_month_usage",
+            Endpoint::PoolDayUsage => "pool_day_usage",
+            Endpoint::BatchStatus => "batch_status",
+            Endpoint::CardDetail => "card_detail",
+            Endpoint::CardNetwork => "card_network",
+            Endpoint::CardMonthUsage => "card_month_usage",
+            Endpoint::CardDayUsage => "card_day_usage",
+        }
+    }
+
+    /// The endpoint whose path is `path` (below any base-URL prefix).
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        Endpoint::ALL.into_iter().find(|e| e.path() == path)
+    }
+
+    /// Only the network operation changes anything upstream.
+    pub fn is_idempotent(self) -> bool {
+        self != Endpoint::CardNetwork
+    }
+}
+
+/// Told about every HTTP attempt the client makes.
+pub trait RequestObserver: Send + Sync {
+    fn observe(&self, endpoint: Endpoint, outcome: Outcome, elapsed: Duration);
+}
+
+/// Retry and backoff settings for idempotent requests.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubled each time, with full jitter.
+    pub base_backoff: Duration,
+    /// Upper bound of one backoff (a longer `Retry-After` is still honoured).
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries.
+    pub fn none() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// The jittered backoff after failed attempt number `attempt` (1-based): uniformly
+    /// between half and all of `base × 2^(attempt-1)`, capped at `max_backoff`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base_backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_backoff);
+        let half = exp / 2;
+        half + exp
+            .saturating_sub(half)
+            .mul_f64(rand::rng().random::<f64>())
+    }
+}
+
+/// Everything a [`Client`] is built from.
+#[derive(Clone)]
+pub struct ClientOptions {
+    /// Scheme + host (+ optional path prefix), e.g. `https://api.example.com/tibiot`.
+    pub base_url: String,
+    pub signer: Arc<dyn Signer>,
+    /// Static extra headers (already expanded).
+    pub headers: Vec<(String, String)>,
+    pub success_codes: Vec<i64>,
+    /// Upper bound of one HTTP attempt (the caller's deadline may be shorter).
+    pub request_timeout: Duration,
+    /// Largest response body accepted.
+    pub max_body_bytes: usize,
+    pub retry: RetryPolicy,
+    pub observer: Option<Arc<dyn RequestObserver>>,
+    /// The account's limits, which every attempt passes (none: unlimited).
+    pub gate: Option<Arc<Gate>>,
+}
+
+impl ClientOptions {
+    /// Defaults: `auth: none`, success codes `[0, 200]`, 10 s per attempt, 4 MiB bodies,
+    /// 3 attempts.
+    pub fn new(base_url: impl Into<String>, signer: Arc<dyn Signer>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            signer,
+            headers: Vec::new(),
+            success_codes: vec![0, 200],
+            request_timeout: Duration::from_secs(10),
+            max_body_bytes: 4 << 20,
+            retry: RetryPolicy::default(),
+            observer: None,
+            gate: None,
+        }
+    }
+}
+
+/// Why a [`Client`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid base_url: {0}")]
+    BaseUrl(String),
+    #[error("invalid header {0:?}: {1}")]
+    Header(String, String),
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+/// Checks a base URL: `http`/`https`, a host, no query or fragment. Returns it without a
+/// trailing slash.
+pub fn parse_base_url(s: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(s.trim()).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "scheme must be http or https, not {:?}",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("no host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or fragment".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not hold credentials".into());
+    }
+    Ok(url)
+}
+
+/// A TIBIOT open API client for one account. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: reqwest::Url,
+    prefix: String,
+    signer: Arc<dyn Signer>,
+    success_codes: Vec<i64>,
+    request_timeout: Duration,
+    max_body_bytes: usize,
+    retry: RetryPolicy,
+    observer: Option<Arc<dyn RequestObserver>>,
+    gate: Option<Arc<Gate>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.inner.base.as_str())
+            .field("signer", &self.inner.signer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Builds a client with its own connection pool.
+    pub fn new(opts: ClientOptions) -> Result<Self, BuildError> {
+        let headers = header_map(&opts.headers)?;
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| BuildError::Http(e.to_string()))?;
+        let base = parse_base_url(&opts.base_url).map_err(BuildError::BaseUrl)?;
+        let prefix = base.path().trim_end_matches('/').to_owned();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                prefix,
+                signer: opts.signer,
+                success_codes: opts.success_codes,
+                request_timeout: opts.request_timeout,
+                max_body_bytes: opts.max_body_bytes,
+                retry: opts.retry,
+                observer: opts.observer,
+                gate: opts.gate,
+            }),
+        })
+    }
+
+    /// Pool detail.
+    pub async fn pool_detail(
+        &self,
+        pool_code: &str,
+        deadline: impl Into<Deadline>,
+    ) -> Result<PoolDetail, ApiError> {
+        let q = [("poolCode", pool_code)];
+        required(self.get(Endpoint::PoolDetail, &q, deadline).await?)
+    }
+
+    /// Pool usage of one month (`YYYY-MM`, within the last 12).
+    pub async fn pool_month_usage(
+        &self,
+        pool_code: &str,
+        month: &str,
+        deadline: impl Into<Deadline>,
+    ) -> Result<PoolMonthUsage, ApiError> {
+        let q = [("poolCode", pool_code), ("queryMonth", month)];
+        required(self.get(Endpoint::PoolMonthUsage, &q, deadline).await?)
+    }
+
+    /// Pool usage of one day (`YYYY-MM-DD`, within the last 30).
+    pub async fn pool_day_usage(
+        &self,
+        pool_code: &str,
+        day: &str,
+        deadline: impl Into<Deadline>,
+    ) -> Result<PoolDayUsage, ApiError> {
+        let q = [("poolCode", pool_code), ("queryDay", day)];
+        required(self.get(Endpoint::PoolDayUsage, &q, deadline).await?)
+    }
+
+    /// Per-ICCID state of a network-operation batch.
+    pub async fn batch_status(
+        &self,
+        batch_code: &str,
+        deadline: impl Into<Deadline>,
+    ) -> Result<Vec<BatchCardStatus>, ApiError> {
+        let q = [("batchCode", batch_code)];
+        let items: Option<Vec<serde_json::Value>> =
+            self.get(Endpoint::BatchStatus, &q, deadline).await?;
+        Ok(items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect())
+    }
+
+    /// Card detail.
+    pub async fn card_detail(
+        &self,
+        iccid: &str,
+        deadline: impl Into<Deadline>,
+    ) -> Result<CardDetail, ApiError> {
+        let q = [("iccid", iccid)];
+        required(self.get(Endpoint::CardDetail, &q, deadline).await?)
+    }
+
+    /// Card usage of one month (`YYYY-MM`, within the last 12).
+    pub async fn card_month_usage(
+        &self,
+        iccid: &str,
+        month: &str,
+        deadline: impl Into<Deadline>,
+    ) -> Result<CardMonthUsage, ApiError> {
+        let q = [("iccid", iccid), ("queryMonth", month)];
+        required(self.get(Endpoint::CardMonthUsage, &q, deadline).await?)
+    }
+
+    /// Card usage of one day (`YYYY-MM-DD`, within the last 30).
+    pub async fn card_day_usage(
+        &self,
+        iccid: &str,
+        day: &str,
+        deadline: impl Into<Deadline>,
+    ) -> Result<CardDayUsage, ApiError> {
+        let q = [("iccid", iccid), ("queryDay", day)];
+        required(self.get(Endpoint::CardDayUsage, &q, deadline).await?)
+    }
+
+    /// `useFlowKb` of one of the four usage endpoints (pool or card, day or month) for a pool
+    /// code or ICCID and a day (`YYYY-MM-DD`) or month (`YYYY-MM`): what the history of the
+    /// exporter and the backfill read. Another endpoint is an [`ApiError::Invalid`].
+    pub async fn usage_kb(
+        &self,
+        ep: Endpoint,
+        target: &str,
+        period: &str,
+        deadline: impl Into<Deadline>,
+    ) -> Result<Option<f64>, ApiError> {
+        Ok(match ep {
+            Endpoint::PoolDayUsage => {
+                self.pool_day_usage(target, period, deadline)
+                    .await?
+                    .use_flow_kb
+            }
+            Endpoint::PoolMonthUsage => {
+                self.pool_month_usage(target, period, deadline)
+                    .await?
+                    .use_flow_kb
+            }
+            Endpoint::CardDayUsage => {
+                self.card_day_usage(target, period, deadline)
+                    .await?
+                    .use_flow_kb
+            }
+            Endpoint::CardMonthUsage => {
+                self.card_month_usage(target, period, deadline)
+                    .await?
+                    .use_flow_kb
+            }
+            other => {
+                return Err(ApiError::Invalid(format!(
+                    "{} is not a usage endpoint",
+                    other.name()
+                )));
+            }
+        })
+    }
+
+    /// Switches the network of 1 to 10 cards on or off. Sent once, never retried: a timeout
+    /// means the outcome is unknown, and the caller should check the cards or the batch.
+    /// Only with the `operate` feature (the exporter is built without it).
+    #[cfg(feature = "operate")]
+    pub async fn card_network(
+        &self,
+        iccids: &[String],
+        switch_on: bool,
+        deadline: impl Into<Deadline>,
+    ) -> Result<NetworkResult, ApiError> {
+        if iccids.is_empty() || iccids.len() > 10 {
+            return Err(ApiError::Invalid(format!(
+                "a network operation takes 1 to 10 ICCIDs, not {}",
+                iccids.len()
+            )));
+        }
+        let body = serde_json::to_vec(&NetworkRequest {
+            iccids: iccids.to_vec(),
+            switch_on: Some(switch_on),
+        })
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+        let data = self
+            .attempt(
+                Endpoint::CardNetwork,
+                reqwest::Method::POST,
+                &[],
+                body,
+                &mut deadline.into(),
+            )
+            .await?;
+        required(decode_data(data)?)
+    }
+
+    /// One GET with retries.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        ep: Endpoint,
+        query: &[(&str, &str)],
+        deadline: impl Into<Deadline>,
+    ) -> Result<Option<T>, ApiError> {
+        let query: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let retry = self.inner.retry;
+        let mut deadline = deadline.into();
+        let mut attempt = 1;
+        loop {
+            match self
+                .attempt(ep, reqwest::Method::GET, &query, Vec::new(), &mut deadline)
+                .await
+            {
+                Ok(data) => return decode_data(data),
+                Err(e) if e.is_retryable() && attempt < retry.max_attempts => {
+                    let mut wait = retry.backoff(attempt);
+                    if let ApiError::RateLimited {
+                        retry_after: Some(after),
+                    } = &e
+                    {
+                        wait = wait.max(*after);
+                    }
+                    // fixed by the first attempt's admission
+                    let give_up = deadline.fixed().unwrap_or_else(Instant::now);
+                    if Instant::now() + wait >= give_up {
+                        return Err(e);
+                    }
+                    tracing::debug!(endpoint = ep.name(), attempt, error = %e, wait_ms = wait.as_millis() as u64, "retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One HTTP attempt: admitted by the gate (a budget deadline starts here), observed,
+    /// and holding its slot only until it is answered; returns the envelope's `data`.
+    async fn attempt(
+        &self,
+        ep: Endpoint,
+        method: reqwest::Method,
+        query: &[(String, String)],
+        body: Vec<u8>,
+        deadline: &mut Deadline,
+    ) -> Result<serde_json::Value, ApiError> {
+        let _admission = self.admit(*deadline).await?;
+        let now = Instant::now();
+        let deadline = deadline.start(now);
+        if now >= deadline {
+            return Err(ApiError::Timeout);
+        }
+        let until = deadline.min(now + self.inner.request_timeout);
+        let started = std::time::Instant::now();
+        let result =
+            match tokio::time::timeout_at(until, self.exchange(ep, method, query, body)).await {
+                Ok(r) => r,
+                Err(_) => Err(ApiError::Timeout),
+            };
+        if let Some(obs) = &self.inner.observer {
+            let outcome = match &result {
+                Ok(_) => Outcome::Success,
+                Err(e) => e.outcome(),
+            };
+            obs.observe(ep, outcome, started.elapsed());
+        }
+        result
+    }
+
+    /// Waits for the gate, no longer than a fixed deadline. A request that never got in was
+    /// never sent, so it is not observed.
+    async fn admit(&self, deadline: Deadline) -> Result<Option<Admission>, ApiError> {
+        let Some(gate) = &self.inner.gate else {
+            return Ok(None);
+        };
+        match deadline.fixed() {
+            Some(at) => tokio::time::timeout_at(at, gate.admit())
+                .await
+                .map(Some)
+                .map_err(|_| ApiError::Timeout),
+            None => Ok(Some(gate.admit().await)),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        ep: Endpoint,
+        method: reqwest::Method,
+        query: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let inner = &*self.inner;
+        let mut url = inner.base.clone();
+        url.set_path(&format!("{}{}", inner.prefix, ep.path()));
+        let qs: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode_component(k), encode_component(v)))
+            .collect();
+        let qs = qs.join("&");
+        url.set_query((!qs.is_empty()).then_some(qs.as_str()));
+        let sign = SignRequest {
+            method: method.as_str(),
+            path: url.path(),
+            query,
+            body: &body,
+        };
+        let auth = inner.signer.headers(&sign);
+        let mut req = inner.http.request(method.clone(), url);
+        for (name, value) in auth {
+            req = req.header(name, value);
+        }
+        if method == reqwest::Method::POST {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let mut resp = req.send().await.map_err(transport_error)?;
+        let status = resp.status();
+        if status.as_u16() == 429 {
+            return Err(ApiError::RateLimited {
+                retry_after: resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after),
+            });
+        }
+        let bytes = read_capped(&mut resp, inner.max_body_bytes).await?;
+        if !status.is_success() {
+            let env: Option<Envelope<serde_json::Value>> = serde_json::from_slice(&bytes).ok();
+            let env = env.unwrap_or_default();
+            return Err(ApiError::Http {
+                status: status.as_u16(),
+                code: env.code,
+                message: env.message.as_deref().map(clean_text),
+                trace_id: env.trace_id.as_deref().map(clean_text),
+            });
+        }
+        let env: Envelope<serde_json::Value> = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::Decode(clean_text(&e.to_string())))?;
+        if !env.code.is_some_and(|c| inner.success_codes.contains(&c)) {
+            return Err(ApiError::Api {
+                status: status.as_u16(),
+                code: env.code,
+                message: env.message.as_deref().map(clean_text),
+                trace_id: env.trace_id.as_deref().map(clean_text),
+            });
+        }
+        Ok(env.data.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, BuildError> {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| BuildError::Header(k.clone(), "not a valid header name".into()))?;
+        // The value may be a secret: never echo it.
+        let mut value = HeaderValue::from_str(v).map_err(|_| {
+            BuildError::Header(k.clone(), "value is not a valid header value".into())
+        })?;
+        value.set_sensitive(true);
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+/// Reads at most `cap` bytes of body; more is a decode error.
+async fn read_capped(resp: &mut reqwest::Response, cap: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || ApiError::Decode(format!("response body larger than {cap} bytes"));
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_large());
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
+        if buf.len() + chunk.len() > cap {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+fn transport_error(e: reqwest::Error) -> ApiError {
+    if e.is_timeout() {
+        return ApiError::Timeout;
+    }
+    ApiError::Transport(clean_text(&describe_reqwest(&e)))
+}
+
+/// The error chain of a reqwest error, without the URL (which is ours, not a secret, but long).
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut src: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = src {
+        parts.push(s.to_string());
+        src = s.source();
+    }
+    parts.join(": ")
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(3600)));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let delta = when.timestamp_millis() - chrono::Utc::now().timestamp_millis();
+    Some(Duration::from_millis(delta.clamp(0, 3_600_000) as u64))
+}
+
+fn decode_data<T: DeserializeOwned>(data: serde_json::Value) -> Result<Option<T>, ApiError> {
+    if data.is_null() {
+        return Ok(None);
+    }
+    serde_json::from_value(data)
+        .map(Some)
+        .map_err(|e| ApiError::Decode(clean_text(&e.to_string())))
+}
+
+fn required<T>(data: Option<T>) -> Result<T, ApiError> {
+    data.ok_or_else(|| ApiError::Decode("response has no data".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_bounded_and_grows() {
+        let p = RetryPolicy::default();
+        for attempt in 1..6 {
+            let b = p.backoff(attempt);
+            let full = (p.base_backoff * (1 << (attempt - 1))).min(p.max_backoff);
+            assert!(b >= full / 2 && b <= full, "{b:?} vs {full:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn base_url_rules() {
+        assert!(parse_base_url("https://api.example.com/prefix/").is_ok());
+        assert!(parse_base_url("ftp://x").is_err());
+        assert!(parse_base_url("http://x/?a=1").is_err());
+        assert!(parse_base_url("not a url").is_err());
+        assert!(parse_base_url("http://user:pw@x/").is_err());
+    }
+
+    #[test]
+    fn endpoints_round_trip() {
+        for e in Endpoint::ALL {
+            assert_eq!(Endpoint::from_path(e.path()), Some(e));
+        }
+        assert!(!Endpoint::CardNetwork.is_idempotent());
+    }
+}

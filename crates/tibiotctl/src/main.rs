@@ -1,0 +1,51 @@
+//! The `tibiotctl` binary: the operator's tool (like promtool or amtool beside their servers).
+//! Everything that writes to the TIBIOT API lives here, never in the exporter. Exit status:
+//! 0 success, 1 an API or runtime failure, 2 bad usage or bad configuration.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "tibiotctl",
+    version,
+    about = "Operator tool for the TIBIOT IoT SIM-card platform: pools, cards, batches, backfill"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: tibiotctl::CommonArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Look up a flow pool: `pool show CODE`, `pool usage CODE --month|--day`.
+    Pool(tibiotctl::PoolArgs),
+    /// Look up cards and switch their network: `card show|usage|network`.
+    Card(tibiotctl::CardArgs),
+    /// Follow a network-operation batch: `batch status BATCHCODE [--wait]`.
+    Batch(tibiotctl::BatchArgs),
+    /// Print the last days' and months' usage as OpenMetrics with timestamps, for promtool.
+    Backfill(tibiotctl::backfill::BackfillArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Pool(a) => tibiotctl::pool_command(&cli.common, a),
+        Command::Card(a) => tibiotctl::card_command(&cli.common, a),
+        Command::Batch(a) => tibiotctl::batch_command(&cli.common, a),
+        Command::Backfill(a) => tibiotctl::backfill_command(&cli.common, a),
+    }
+}
