@@ -135,7 +135,15 @@ pub fn run(flags: DemoFlags, log: LogFlags, max_requests: usize) -> ExitCode {
             sim.pools().len(),
             sim.cards().len(),
         );
-        let code = run_server(config, None, listener, None, max_requests).await;
+        let code = run_server(
+            config,
+            None,
+            listener,
+            None,
+            max_requests,
+            crate::http::Shard::default(),
+        )
+        .await;
         sim.shutdown().await;
         code
     })

@@ -11,7 +11,7 @@
 use super::Family;
 
 /// The two exposition formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     /// `text/plain; version=0.0.4`.
     Text,
