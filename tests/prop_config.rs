@@ -8,7 +8,7 @@
 use proptest::prelude::*;
 use std::path::Path;
 use std::time::Duration;
-use tibiot_exporter::config::{Config, ConfigError, expand};
+use tibiot_exporter::config::{Config, ConfigErrors, expand};
 
 fn config(default_cases: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
@@ -31,7 +31,7 @@ fn env(k: &str) -> Option<String> {
 }
 const ENV_SECRET: &str = "EnvSecretValue-7q2";
 
-fn parse(yaml: &str) -> Result<Config, ConfigError> {
+fn parse(yaml: &str) -> Result<Config, ConfigErrors> {
     Config::parse_with_env(yaml, Path::new("/nonexistent-dir"), &env)
 }
 
@@ -41,7 +41,18 @@ fn parse(yaml: &str) -> Result<Config, ConfigError> {
 /// error carries no position.
 const MULTI_DOC: &str = "more than one document";
 
-fn assert_located(yaml: &str, e: &ConfigError) -> Result<(), TestCaseError> {
+fn assert_located(yaml: &str, errors: &ConfigErrors) -> Result<(), TestCaseError> {
+    prop_assert!(!errors.is_empty());
+    for e in errors {
+        assert_one_located(yaml, e)?;
+    }
+    Ok(())
+}
+
+fn assert_one_located(
+    yaml: &str,
+    e: &tibiot_exporter::config::ConfigError,
+) -> Result<(), TestCaseError> {
     prop_assert!(
         !e.key.is_empty() || e.line.is_some() || e.message.contains(MULTI_DOC),
         "error names neither key nor line: {e:?}\n--- input ---\n{yaml}"
@@ -425,7 +436,9 @@ fn error_messages_name_the_key_once() {
             "accounts[0].app_secret",
         ),
     ] {
-        let e = parse(yaml).unwrap_err();
+        let errs = parse(yaml).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs}");
+        let e = errs.first();
         assert_eq!(e.key, key);
         let shown = e.to_string();
         assert_eq!(shown.matches("accounts[0]").count(), 1, "{shown}");

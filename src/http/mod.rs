@@ -9,7 +9,7 @@ pub mod landing;
 use crate::collect::Collector;
 use crate::collect::cache::unix_now;
 use crate::collect::scrape::Scope;
-use crate::config::{Config, is_valid_iccid, is_valid_pool_code};
+use crate::config::{Config, ConfigErrors, is_valid_iccid, is_valid_pool_code};
 use crate::metrics::expo::{Format, Writer};
 use crate::metrics::process::ProcessStats;
 use crate::metrics::{SelfMetrics, encode, encode_into};
@@ -26,8 +26,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower_http::compression::CompressionLayer;
 
-/// Re-reads the configuration (config file and cards files).
-pub type Loader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+/// Re-reads the configuration (config file and cards files); every problem on failure.
+pub type Loader = Arc<dyn Fn() -> Result<Config, ConfigErrors> + Send + Sync>;
 
 /// Shared state of the HTTP handlers.
 pub struct App {
@@ -61,7 +61,8 @@ impl App {
                 let load = load.clone();
                 match tokio::task::spawn_blocking(move || load()).await {
                     Ok(Ok(cfg)) => self.collector.reload(Arc::new(cfg)),
-                    Ok(Err(e)) => Err(e),
+                    // one problem a line
+                    Ok(Err(e)) => Err(e.to_string()),
                     Err(_) => Err("internal error while reading the configuration".into()),
                 }
             }
@@ -321,7 +322,7 @@ async fn reload(State(app): State<Arc<App>>) -> Response {
         Ok(()) => text(StatusCode::OK, "configuration reloaded\n"),
         Err(e) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("failed to reload the configuration (the previous one stays in use): {e}\n"),
+            format!("failed to reload the configuration (the previous one stays in use):\n{e}\n"),
         ),
     }
 }
