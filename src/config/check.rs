@@ -79,8 +79,11 @@ pub fn budget_lines(account: &str, b: &RequestBudget, cfg: &Config) -> String {
         Some(a) => {
             let _ = write!(
                 out,
-                ": within budget ({:.0}% used)",
-                100.0 * b.required_per_second() / a
+                ": within budget ({} used)",
+                match 100.0 * b.required_per_second() / a {
+                    u if u > 0.0 && u < 1.0 => "<1%".to_string(),
+                    u => format!("{u:.0}%"),
+                }
             );
         }
         None => {}
@@ -107,8 +110,8 @@ pub fn budget_lines(account: &str, b: &RequestBudget, cfg: &Config) -> String {
 use std::time::Duration;
 
 fn rate(r: f64) -> String {
-    if r == 0.0 {
-        "0".into()
+    if r.fract() == 0.0 {
+        format!("{r:.0}")
     } else if r < 0.01 {
         format!("{r:.4}")
     } else {

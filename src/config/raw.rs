@@ -17,9 +17,11 @@ pub(crate) struct Field<T> {
     pub line: Option<usize>,
 }
 
-/// A setting as read: absent (or null), present but unusable (already reported), or set.
+/// A setting as read: absent, given without a value (`app_secret:`), present but unusable
+/// (already reported), or set.
 pub(crate) enum Slot<T> {
     Missing,
+    Empty { line: Option<usize> },
     Bad,
     Set(Field<T>),
 }
@@ -32,8 +34,9 @@ impl<T> Slot<T> {
         }
     }
 
+    /// Absent or without a value.
     pub fn is_missing(&self) -> bool {
-        matches!(self, Slot::Missing)
+        matches!(self, Slot::Missing | Slot::Empty { .. })
     }
 }
 
@@ -204,6 +207,7 @@ fn read_account(i: usize, node: &Node, p: &mut Problems) -> Option<RawAccount> {
             }
         },
         Slot::Missing => Slot::Missing,
+        Slot::Empty { line } => Slot::Empty { line },
         Slot::Bad => Slot::Bad,
     };
     let app_key = opt(e.get("app_key"), |n| string(n, &k("app_key"), "my-app-key", p));
@@ -420,7 +424,7 @@ fn opt<T>(node: Option<&Node>, f: impl FnOnce(&Node) -> Slot<T>) -> Slot<T> {
 fn string(node: &Node, key: &str, example: &str, p: &mut Problems) -> Slot<String> {
     let value = match &node.value {
         Value::Str(s) | Value::Int(s) => s.clone(),
-        Value::Null => return Slot::Missing,
+        Value::Null => return Slot::Empty { line: node.line },
         other => {
             p.push(
                 key,

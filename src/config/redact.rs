@@ -8,28 +8,28 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// `url` with the password of its userinfo replaced by `xxxxx` (`http://user:xxxxx@host/p`),
-/// also when it does not parse as a URL.
+/// as Go's `url.Redacted()` shows it. A text that does not parse as a URL with a host is
+/// redacted more widely: everything between the scheme and the last `@` but the user name.
 pub fn redact_url(url: &str) -> String {
+    if let Ok(mut parsed) = reqwest::Url::parse(url)
+        && parsed.has_host()
+    {
+        if parsed.password().is_none() || parsed.set_password(Some("xxxxx")).is_err() {
+            return url.to_owned();
+        }
+        return parsed.to_string();
+    }
     let start = url.find("://").map_or(0, |i| i + 3);
-    let authority_end = url[start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| start + i);
-    let redacted = match url[start..authority_end].rfind('@') {
+    match url[start..].rfind('@') {
         Some(at) => {
             let userinfo = &url[start..start + at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:xxxxx{}",
-                    &url[..start],
-                    &userinfo[..colon],
-                    &url[start + at..]
-                ),
-                None => url.to_owned(),
-            }
+            let user = userinfo
+                .find([':', '/', '?', '#'])
+                .map_or(userinfo, |i| &userinfo[..i]);
+            format!("{}{user}:xxxxx{}", &url[..start], &url[start + at..])
         }
         None => url.to_owned(),
-    };
-    redacted
+    }
 }
 
 /// Whether an unknown key may be quoted in a message (see [`tibiot_web::redact::shown_key`]).
@@ -160,8 +160,10 @@ mod tests {
             ("https://host/p?x=1", "https://host/p?x=1"),
             ("http://user@host", "http://user@host"),
             ("user:S3CRET@host", "user:xxxxx@host"),
-            ("http://u:S3CRET@host:bad/p@x", "http://u:xxxxx@host:bad/p@x"),
+            ("http://u:S3CRET@host:bad/p@x", "http://u:xxxxx@x"),
             ("http://u:p:S3CRET@h@ost/", "http://u:xxxxx@ost/"),
+            ("http://u:S3/CRET@host/", "http://u:xxxxx@host/"),
+            ("https://host/a@b", "https://host/a@b"),
         ] {
             assert_eq!(redact_url(url), want, "{url}");
         }

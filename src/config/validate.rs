@@ -53,7 +53,7 @@ pub(crate) fn validate(
                 }
             }
         }
-        Slot::Missing => p.push(
+        Slot::Missing | Slot::Empty { .. } => p.push(
             "accounts",
             raw.line,
             "is required: a list of accounts (`accounts:` then `  - name: main` …)",
@@ -207,10 +207,10 @@ fn validate_account(
 ) -> Option<Account> {
     let before = p.0.len();
     let key = |k: &str| format!("{}.{k}", ra.key);
-    let required = |slot: &Slot<String>, k: &str, why: &str, p: &mut Problems| {
-        if slot.is_missing() {
-            p.push(key(k), ra.line, why.to_owned());
-        }
+    let required = |slot: &Slot<String>, k: &str, why: &str, p: &mut Problems| match slot {
+        Slot::Missing => p.push(key(k), ra.line, why.to_owned()),
+        Slot::Empty { line } => p.push(key(k), *line, format!("has no value, and {why}")),
+        _ => {}
     };
     required(&ra.name, "name", "is required: the account's label, e.g. `name: main`", p);
     if let Some(f) = ra.name.as_ref()
@@ -280,10 +280,11 @@ fn validate_account(
     };
     if auth == Auth::HmacSha256 {
         match &ra.app_key {
-            Slot::Missing => p.push(
-                key("app_key"),
-                ra.line,
+            Slot::Missing | Slot::Empty { .. } => required(
+                &ra.app_key,
+                "app_key",
                 "is required with auth: hmac-sha256, e.g. `app_key: my-app-key`",
+                p,
             ),
             Slot::Set(f) if app_key.as_deref() == Some("") => {
                 p.push(&f.key, f.line, "is empty; it is required with auth: hmac-sha256")
@@ -291,11 +292,18 @@ fn validate_account(
             _ => {}
         }
         match (&ra.app_secret, &ra.app_secret_file) {
-            (Slot::Missing, Slot::Missing) => p.push(
-                key("app_secret"),
-                ra.line,
-                "is required with auth: hmac-sha256: `app_secret: ${TIBIOT_APP_SECRET}` or `app_secret_file: /run/secrets/tibiot`",
-            ),
+            (a, f) if a.is_missing() && f.is_missing() => {
+                let (slot, k) = match f {
+                    Slot::Empty { .. } => (f, "app_secret_file"),
+                    _ => (a, "app_secret"),
+                };
+                required(
+                    slot,
+                    k,
+                    "is required with auth: hmac-sha256: `app_secret: ${TIBIOT_APP_SECRET}` or `app_secret_file: /run/secrets/tibiot`",
+                    p,
+                )
+            }
             (a, f) => {
                 let given = a.as_ref().or(f.as_ref());
                 if let Some(g) = given

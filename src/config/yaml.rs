@@ -59,8 +59,15 @@ pub(crate) fn parse(text: &str) -> Result<Node, ConfigError> {
             ConfigError::new("", tibiot_web::redact::hide_quoted_values(msg)).at(line)
         })?;
     let mut node = Node { value, line: None };
-    if let Some(pos) = positions(text) {
-        attach(&mut node, &pos);
+    match positions(text) {
+        Some(pos) => attach(&mut node, &pos),
+        // the document starts at its first line of content
+        None => {
+            node.line = text
+                .lines()
+                .position(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                .map(|i| i + 1)
+        }
     }
     Ok(node)
 }
@@ -158,8 +165,11 @@ enum Kids {
 /// The first document's positions; `None` when libyaml cannot read the text.
 fn positions(text: &str) -> Option<Pos> {
     use libyaml_safer::{EventData, Parser};
-    let mut input = text.as_bytes();
+    // The encoding is given, and a byte-order mark skipped here: libyaml-safer's detection
+    // mistakes some leading characters (U+FFFC) for a broken mark.
+    let mut input = text.strip_prefix('\u{feff}').unwrap_or(text).as_bytes();
     let mut parser = Parser::new();
+    parser.set_encoding(libyaml_safer::Encoding::Utf8);
     parser.set_input_string(&mut input);
     let mut events = parser.map(|e| e.ok());
     let mut anchors = HashMap::new();
@@ -309,6 +319,10 @@ mod tests {
         assert_eq!(line_of(&n, &["c"]), Some(2));
         let e = parse("a: [\n").unwrap_err();
         assert!(e.line.is_some(), "{e}");
+        let n = parse("\u{feff}a: 1\n").unwrap();
+        assert_eq!(line_of(&n, &["a"]), Some(1));
+        let n = parse("\u{fffc}\n").unwrap();
+        assert_eq!(n.line, Some(1));
         let e = parse("a: !secret-tag 1\n").unwrap_err();
         assert!(e.message.contains("tags"), "{e}");
     }
