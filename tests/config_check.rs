@@ -134,7 +134,7 @@ collect:
         .lines()
         .find(|l| l.starts_with("account fleet: 0 pool(s), 3000 card(s)"))
         .unwrap_or_else(|| panic!("{stdout}"));
-    assert!(fleet.contains("required 50.00 req/s"), "{fleet}");
+    assert!(fleet.contains("required 50 req/s"), "{fleet}");
     assert!(fleet.contains("OVER BUDGET by 2.50x"), "{fleet}");
     assert!(
         fleet.contains("card_ttl 2m30s (configured 1m)"),

@@ -311,7 +311,27 @@ fn read_headers(node: &Node, key: &str, p: &mut Problems) -> Vec<(String, Field<
             );
             continue;
         };
-        // Header names are public (shown on /config); the value may be a secret.
+        // A header's name is shown (on /config too) once it has a value and is a valid
+        // name; a "name" without a value, or not a valid name, may be a secret that an
+        // indentation slip made a key, and is not shown.
+        if matches!(v.value, Value::Null)
+            || reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+        {
+            let what = if matches!(v.value, Value::Null) {
+                "has no value"
+            } else {
+                "is not a valid HTTP header name (letters, digits and - such as X-Tenant)"
+            };
+            p.push(
+                key,
+                k.line,
+                format!(
+                    "a header name of {} characters {what}; the name is not shown, as a slip of indentation can make a secret a key",
+                    name.chars().count()
+                ),
+            );
+            continue;
+        }
         let hkey = format!("{key}.{name}");
         if out.iter().any(|(n, _)| n == name) {
             p.push(&hkey, k.line, "this header is given twice");
@@ -319,8 +339,6 @@ fn read_headers(node: &Node, key: &str, p: &mut Problems) -> Vec<(String, Field<
         }
         if let Slot::Set(f) = string(v, &hkey, "${TIBIOT_TOKEN}", p) {
             out.push((name.clone(), f));
-        } else if matches!(v.value, Value::Null) {
-            p.push(&hkey, v.line.or(k.line), "the header has no value");
         }
     }
     out

@@ -316,14 +316,6 @@ fn validate_account(
     }
     let mut headers = Vec::with_capacity(ra.headers.len());
     for (name, f) in &ra.headers {
-        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            p.push(
-                &f.key,
-                f.line,
-                "not a valid HTTP header name (letters, digits and - such as X-Tenant)",
-            );
-            continue;
-        }
         let Some(value) = expanded(f, env, p) else {
             continue;
         };
