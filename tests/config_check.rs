@@ -88,9 +88,7 @@ fn five_mistakes_are_all_listed_with_their_lines() {
 fn a_valid_file_prints_each_accounts_request_budget() {
     let dir = tempfile::tempdir().unwrap();
     // 3,000 cards at card_ttl 60s need 50 req/s: over a budget of 20 by 2.5×.
-    let cards: String = (0..3000)
-        .map(|i| format!("8986{:016}\n", i))
-        .collect();
+    let cards: String = (0..3000).map(|i| format!("8986{:016}\n", i)).collect();
     std::fs::write(dir.path().join("fleet.txt"), cards).unwrap();
     let yaml = "\
 accounts:
@@ -136,10 +134,7 @@ collect:
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(fleet.contains("required 50 req/s"), "{fleet}");
     assert!(fleet.contains("OVER BUDGET by 2.50x"), "{fleet}");
-    assert!(
-        fleet.contains("card_ttl 2m30s (configured 1m)"),
-        "{fleet}"
-    );
+    assert!(fleet.contains("card_ttl 2m30s (configured 1m)"), "{fleet}");
 }
 
 #[test]

@@ -264,7 +264,10 @@ async fn no_secret_in_logs_pages_metrics_or_errors() {
             .unwrap();
         assert_eq!(r.status(), 500, "{what}: refused");
         let body = r.text().await.unwrap();
-        assert!(body.contains(key), "{what}: the error names the key: {body}");
+        assert!(
+            body.contains(key),
+            "{what}: the error names the key: {body}"
+        );
         seen.push((format!("/-/reload ({what})"), body));
         let out = Command::new(env!("CARGO_BIN_EXE_tibiot-exporter"))
             .arg("check-config")
@@ -272,7 +275,11 @@ async fn no_secret_in_logs_pages_metrics_or_errors() {
             .env("WEB_SECRETS_TEST_TOKEN", &env_secret)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{what}: check-config refuses it");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{what}: check-config refuses it"
+        );
         seen.push((
             format!("check-config ({what})"),
             format!(

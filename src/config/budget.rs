@@ -193,11 +193,17 @@ mod tests {
         assert_eq!(b.effective_history_ttl(), Duration::from_secs(9000));
         // a shard with half the targets and half the rate stretches the same
         let half = collect(20, NO_HISTORY)
-            .request_budget(TargetCounts { pools: 0, cards: 1500 })
+            .request_budget(TargetCounts {
+                pools: 0,
+                cards: 1500,
+            })
             .with_allowed_per_second(Some(10.0));
         assert!((half.stretch() - 2.5).abs() < 1e-9);
         // unlimited never stretches
-        let b = collect(0, NO_HISTORY).request_budget(TargetCounts { pools: 0, cards: 3000 });
+        let b = collect(0, NO_HISTORY).request_budget(TargetCounts {
+            pools: 0,
+            cards: 3000,
+        });
         assert_eq!(b.allowed_per_second, None);
         assert!(!b.over_budget());
     }
@@ -210,7 +216,10 @@ mod tests {
             card_days: 1,
             card_months: 0,
         };
-        let b = collect(20, h).request_budget(TargetCounts { pools: 2, cards: 10 });
+        let b = collect(20, h).request_budget(TargetCounts {
+            pools: 2,
+            cards: 10,
+        });
         let want_pools = 2.0 * (1.0 / 60.0 + 2.0 / 3600.0);
         let want_cards = 10.0 * (1.0 / 60.0 + 1.0 / 3600.0);
         assert!((b.pools_per_second - want_pools).abs() < 1e-9);

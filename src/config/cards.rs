@@ -43,7 +43,10 @@ pub fn check_iccid(s: &str) -> Result<(), IccidError> {
     } else {
         "an ICCID has digits only, such as 89860000000000000001".into()
     };
-    Err(IccidError(format!("{} is not an ICCID ({why})", excerpt(s))))
+    Err(IccidError(format!(
+        "{} is not an ICCID ({why})",
+        excerpt(s)
+    )))
 }
 
 /// A value quoted for an error message, escaped and cut to at most 80 bytes (an escape can
@@ -152,9 +155,17 @@ mod tests {
         let bad = parse_iccid_lines(t).unwrap_err();
         assert_eq!(bad.len(), 2);
         assert_eq!(bad[0].line, 4);
-        assert!(bad[0].error.to_string().contains("digits only"), "{}", bad[0]);
+        assert!(
+            bad[0].error.to_string().contains("digits only"),
+            "{}",
+            bad[0]
+        );
         assert_eq!(bad[1].line, 5);
-        assert!(bad[1].error.to_string().contains("3 characters"), "{}", bad[1]);
+        assert!(
+            bad[1].error.to_string().contains("3 characters"),
+            "{}",
+            bad[1]
+        );
         assert_eq!(
             parse_iccid_lines("89860000000000000001\n# x\n").unwrap(),
             ["89860000000000000001"]
@@ -167,7 +178,9 @@ mod tests {
         assert!(is_valid_iccid(&"1".repeat(22)));
         assert!(!is_valid_iccid(&"1".repeat(17)));
         assert!(!is_valid_iccid(&"1".repeat(23)));
-        assert!(!is_valid_iccid("８９８６００００００００００００００００１"));
+        assert!(!is_valid_iccid(
+            "８９８６００００００００００００００００１"
+        ));
         assert!(excerpt(&"é".repeat(100)).len() <= 80);
     }
 }

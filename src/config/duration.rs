@@ -52,7 +52,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
                 DurationError::Malformed
             });
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| DurationError::Malformed)?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| DurationError::Malformed)?;
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = &rest[..unit_len];
@@ -118,8 +120,20 @@ mod tests {
         assert_eq!(parse_duration("10"), Err(DurationError::NoUnit));
         assert_eq!(parse_duration("1.5"), Err(DurationError::NoUnit));
         for s in [
-            "10 seconds", "10s 5ms", "1m 30s", "10sec", "1.5s", "30s1m", "1m1m", "", "s",
-            "-5s", "5 m", "10S", "1us", "5 parsecs",
+            "10 seconds",
+            "10s 5ms",
+            "1m 30s",
+            "10sec",
+            "1.5s",
+            "30s1m",
+            "1m1m",
+            "",
+            "s",
+            "-5s",
+            "5 m",
+            "10S",
+            "1us",
+            "5 parsecs",
         ] {
             assert_eq!(parse_duration(s), Err(DurationError::Malformed), "{s:?}");
         }

@@ -117,7 +117,12 @@ impl std::error::Error for ConfigErrors {}
 pub(crate) struct Problems(pub(crate) Vec<ConfigError>);
 
 impl Problems {
-    pub(crate) fn push(&mut self, key: impl Into<String>, line: Option<usize>, msg: impl Into<String>) {
+    pub(crate) fn push(
+        &mut self,
+        key: impl Into<String>,
+        line: Option<usize>,
+        msg: impl Into<String>,
+    ) {
         self.0.push(ConfigError::new(key, msg).at(line));
     }
 

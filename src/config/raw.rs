@@ -210,7 +210,9 @@ fn read_account(i: usize, node: &Node, p: &mut Problems) -> Option<RawAccount> {
         Slot::Empty { line } => Slot::Empty { line },
         Slot::Bad => Slot::Bad,
     };
-    let app_key = opt(e.get("app_key"), |n| string(n, &k("app_key"), "my-app-key", p));
+    let app_key = opt(e.get("app_key"), |n| {
+        string(n, &k("app_key"), "my-app-key", p)
+    });
     let app_secret = opt(e.get("app_secret"), |n| {
         string(n, &k("app_secret"), "${TIBIOT_APP_SECRET}", p)
     });
@@ -227,7 +229,10 @@ fn read_account(i: usize, node: &Node, p: &mut Problems) -> Option<RawAccount> {
             p.push(
                 &key,
                 n.line,
-                format!("expected a list of codes such as [0, 200], found {}", n.value.kind()),
+                format!(
+                    "expected a list of codes such as [0, 200], found {}",
+                    n.value.kind()
+                ),
             );
             return Slot::Bad;
         };
@@ -241,7 +246,10 @@ fn read_account(i: usize, node: &Node, p: &mut Problems) -> Option<RawAccount> {
                     p.push(
                         format!("{key}[{j}]"),
                         item.line,
-                        format!("expected a whole number such as 200, found {}", other.kind()),
+                        format!(
+                            "expected a whole number such as 200, found {}",
+                            other.kind()
+                        ),
                     );
                 }
             }
@@ -314,13 +322,17 @@ fn read_headers(node: &Node, key: &str, p: &mut Problems) -> Vec<(String, Field<
         // A header's name is shown (on /config too) once it has a value and is a valid
         // name; a "name" without a value, or not a valid name, may be a secret that an
         // indentation slip made a key, and is not shown.
-        if matches!(v.value, Value::Null)
-            || reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
-        {
+        let text_value = matches!(v.value, Value::Str(_) | Value::Int(_));
+        if !text_value || reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
             let what = if matches!(v.value, Value::Null) {
-                "has no value"
+                "has no value".to_string()
+            } else if !text_value {
+                format!(
+                    "has {} as its value, not text such as ${{TIBIOT_TOKEN}}",
+                    v.value.kind()
+                )
             } else {
-                "is not a valid HTTP header name (letters, digits and - such as X-Tenant)"
+                "is not a valid HTTP header name (letters, digits and - such as X-Tenant)".into()
             };
             p.push(
                 key,
@@ -347,10 +359,12 @@ fn read_headers(node: &Node, key: &str, p: &mut Problems) -> Vec<(String, Field<
 fn read_collect(node: &Node, p: &mut Problems) -> RawCollect {
     let mut e = match &node.value {
         Value::Map(_) => Entries::new(node, "collect", p),
-        Value::Null => return RawCollect {
-            line: node.line,
-            ..RawCollect::default()
-        },
+        Value::Null => {
+            return RawCollect {
+                line: node.line,
+                ..RawCollect::default()
+            };
+        }
         other => {
             p.push(
                 "collect",
@@ -365,7 +379,8 @@ fn read_collect(node: &Node, p: &mut Problems) -> RawCollect {
     };
     let k = |s: &str| format!("collect.{s}");
     let dur = |name: &str, e: &mut Entries, p: &mut Problems| {
-        e.get(name).and_then(|n| duration(n, &k(name), p).into_field())
+        e.get(name)
+            .and_then(|n| duration(n, &k(name), p).into_field())
     };
     let timeout = dur("timeout", &mut e, p);
     let timeout_offset = dur("timeout_offset", &mut e, p);
@@ -447,7 +462,10 @@ fn string(node: &Node, key: &str, example: &str, p: &mut Problems) -> Slot<Strin
             p.push(
                 key,
                 node.line,
-                format!("expected a string such as {example}, found {}", other.kind()),
+                format!(
+                    "expected a string such as {example}, found {}",
+                    other.kind()
+                ),
             );
             return Slot::Bad;
         }
@@ -468,7 +486,10 @@ fn duration(node: &Node, key: &str, p: &mut Problems) -> Slot<Duration> {
             p.push(
                 key,
                 node.line,
-                format!("expected a duration, found {}; {DURATION_EXAMPLES}", other.kind()),
+                format!(
+                    "expected a duration, found {}; {DURATION_EXAMPLES}",
+                    other.kind()
+                ),
             );
             return Slot::Bad;
         }
@@ -500,7 +521,10 @@ fn integer(node: &Node, key: &str, example: &str, p: &mut Problems) -> Slot<i128
             p.push(
                 key,
                 node.line,
-                format!("expected a whole number such as {example}, found {}", other.kind()),
+                format!(
+                    "expected a whole number such as {example}, found {}",
+                    other.kind()
+                ),
             );
             return Slot::Bad;
         }
@@ -580,7 +604,10 @@ impl<'a> Entries<'a> {
             {
                 let (key, shown) = child_key(path, name);
                 if shown {
-                    let at = first.line.map(|l| format!(" (first at line {l})")).unwrap_or_default();
+                    let at = first
+                        .line
+                        .map(|l| format!(" (first at line {l})"))
+                        .unwrap_or_default();
                     p.push(key, k.line, format!("given twice{at}; the first is used"));
                 }
                 // an unknown key given twice is reported once, as unknown

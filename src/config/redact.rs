@@ -53,7 +53,9 @@ pub(crate) fn unknown_key(key: &str, known: &[&str]) -> String {
         .filter(|(d, _)| *d <= 2)
         .min();
     match near {
-        Some((_, k)) => format!("unknown key `{key}`; did you mean `{k}`? The keys here are {listed}"),
+        Some((_, k)) => {
+            format!("unknown key `{key}`; did you mean `{k}`? The keys here are {listed}")
+        }
         None => format!("unknown key `{key}`; the keys here are {listed}"),
     }
 }
@@ -156,7 +158,10 @@ mod tests {
     #[test]
     fn urls_lose_their_password() {
         for (url, want) in [
-            ("http://user:S3CRET@host:8080/p", "http://user:xxxxx@host:8080/p"),
+            (
+                "http://user:S3CRET@host:8080/p",
+                "http://user:xxxxx@host:8080/p",
+            ),
             ("https://host/p?x=1", "https://host/p?x=1"),
             ("http://user@host", "http://user@host"),
             ("user:S3CRET@host", "user:xxxxx@host"),
@@ -172,7 +177,10 @@ mod tests {
     #[test]
     fn unknown_keys() {
         let m = unknown_key("timout", &["timeout", "concurrency"]);
-        assert!(m.contains("`timout`") && m.contains("did you mean `timeout`"), "{m}");
+        assert!(
+            m.contains("`timout`") && m.contains("did you mean `timeout`"),
+            "{m}"
+        );
         let m = unknown_key("S3cr3t-Value_1", &["timeout"]);
         assert!(!m.contains("S3cr3t") && m.contains("14 characters"), "{m}");
     }

@@ -73,21 +73,37 @@ fn errors_name_the_key_and_line() {
     assert_eq!(e.line, Some(6));
 
     let e = err_of(&format!("{MINIMAL}collect:\n  pool_ttl: 5 parsecs\n"));
-    assert_eq!((e.key.as_str(), e.line), ("collect.pool_ttl", Some(7)), "{e}");
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("collect.pool_ttl", Some(7)),
+        "{e}"
+    );
 
     let e = err_of(&format!("{MINIMAL}{}", &MINIMAL["accounts:\n".len()..]));
     assert_eq!((e.key.as_str(), e.line), ("accounts[1].name", Some(6)));
-    assert!(e.message.contains("duplicate") && e.message.contains("line 2"), "{e}");
+    assert!(
+        e.message.contains("duplicate") && e.message.contains("line 2"),
+        "{e}"
+    );
 
     let e = err_of(&MINIMAL.replace("${SECRET}", "${NOPE}"));
-    assert_eq!((e.key.as_str(), e.line), ("accounts[0].app_secret", Some(5)));
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("accounts[0].app_secret", Some(5))
+    );
     assert!(e.message.contains("NOPE is not set"));
 
     let e = err_of(&MINIMAL.replace("    app_secret: ${SECRET}\n", ""));
-    assert_eq!((e.key.as_str(), e.line), ("accounts[0].app_secret", Some(2)));
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("accounts[0].app_secret", Some(2))
+    );
 
     let e = err_of(&format!("{MINIMAL}    cards_file: missing.txt\n"));
-    assert_eq!((e.key.as_str(), e.line), ("accounts[0].cards_file", Some(6)));
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("accounts[0].cards_file", Some(6))
+    );
 
     let e = err_of(&MINIMAL.replace("https://api.example.com/p", "ftp://x"));
     assert_eq!((e.key.as_str(), e.line), ("accounts[0].base_url", Some(3)));
@@ -102,7 +118,10 @@ fn errors_name_the_key_and_line() {
     let e = err_of(&format!(
         "{MINIMAL}collect:\n  history: {{pool_days: 31}}\n"
     ));
-    assert_eq!((e.key.as_str(), e.line), ("collect.history.pool_days", Some(7)));
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("collect.history.pool_days", Some(7))
+    );
 
     let e = err_of(&format!("{MINIMAL}collect:\n  utc_offset: \"8\"\n"));
     assert_eq!((e.key.as_str(), e.line), ("collect.utc_offset", Some(7)));
@@ -138,8 +157,7 @@ fn display_is_key_line_message() {
 fn every_problem_is_reported_in_file_order() {
     let y = "accounts:\n  - name: main\n    base_url: http://user:pw@${HOST}\n    app_key: k\n    app_secret: ${NOPE}\n    pools: [\"bad code\"]\n    cards: [123, 89860000000000000001]\n    colour: red\n  - name: main\n    base_url: ftp://x\n    auth: none\ncollect:\n  timeout: 10\n  pool_ttl: 10 seconds\n  concurrency: 2000\n  history: {pool_days: 31, card_months: -1}\n";
     let errs = parse(y).unwrap_err();
-    let got: Vec<(String, Option<usize>)> =
-        errs.iter().map(|e| (e.key.clone(), e.line)).collect();
+    let got: Vec<(String, Option<usize>)> = errs.iter().map(|e| (e.key.clone(), e.line)).collect();
     let want = [
         ("accounts[0].base_url", 3),
         ("accounts[0].app_secret", 5),
@@ -175,11 +193,17 @@ fn secret_values_never_in_errors() {
 #[test]
 fn secret_slips_are_not_echoed() {
     // userinfo in the base URL: the password is replaced
-    let y = MINIMAL.replace("https://api.example.com/p", "http://user:S3cretPw9@api.example.com");
+    let y = MINIMAL.replace(
+        "https://api.example.com/p",
+        "http://user:S3cretPw9@api.example.com",
+    );
     let e = err_of(&y);
     assert_eq!(e.key, "accounts[0].base_url");
     assert!(!e.to_string().contains("S3cretPw9"), "{e}");
-    assert!(e.to_string().contains("http://user:xxxxx@api.example.com"), "{e}");
+    assert!(
+        e.to_string().contains("http://user:xxxxx@api.example.com"),
+        "{e}"
+    );
     // an indentation slip makes the secret a key
     let y = MINIMAL.replace(
         "    app_secret: ${SECRET}\n",
@@ -237,7 +261,10 @@ fn files_relative_to_config_folder() {
     let errs = Config::load(&path).unwrap_err();
     assert_eq!(errs.len(), 2, "{errs}");
     for e in &errs {
-        assert_eq!((e.key.as_str(), e.line), ("accounts[0].cards_file", Some(7)));
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            ("accounts[0].cards_file", Some(7))
+        );
     }
     assert!(errs.first().message.contains("line 2"), "{errs}");
 }

@@ -38,12 +38,21 @@ pub(crate) fn validate(
         Slot::Set(f) => {
             let mut names: HashMap<String, Option<usize>> = HashMap::new();
             for ra in f.value {
-                let name = ra.name.as_ref().map(|n| (n.value.clone(), n.key.clone(), n.line));
+                let name = ra
+                    .name
+                    .as_ref()
+                    .map(|n| (n.value.clone(), n.key.clone(), n.line));
                 let acc = validate_account(ra, base_dir, env, p);
                 if let Some((name, key, line)) = name {
                     if let Some(first) = names.get(&name) {
-                        let at = first.map(|l| format!(" (first at line {l})")).unwrap_or_default();
-                        p.push(key, line, format!("duplicate account name {}{at}", shown(&name)));
+                        let at = first
+                            .map(|l| format!(" (first at line {l})"))
+                            .unwrap_or_default();
+                        p.push(
+                            key,
+                            line,
+                            format!("duplicate account name {}{at}", shown(&name)),
+                        );
                         continue;
                     }
                     names.insert(name, line);
@@ -101,13 +110,16 @@ fn validate_collect(raw: RawCollect, p: &mut Problems) -> Option<CollectConfig> 
             ),
         );
     }
-    for f in [&raw.pool_ttl, &raw.card_ttl, &raw.history_ttl].into_iter().flatten() {
+    for f in [&raw.pool_ttl, &raw.card_ttl, &raw.history_ttl]
+        .into_iter()
+        .flatten()
+    {
         if f.value < Duration::from_secs(1) {
             p.push(&f.key, f.line, "must be at least 1s, e.g. 1m");
         }
     }
-    let mut ranged = |f: &Option<Field<i128>>, min: i128, max: i128, default: i128, unit: &str| {
-        match f {
+    let mut ranged =
+        |f: &Option<Field<i128>>, min: i128, max: i128, default: i128, unit: &str| match f {
             Some(f) if !(min..=max).contains(&f.value) => {
                 p.push(
                     &f.key,
@@ -118,8 +130,7 @@ fn validate_collect(raw: RawCollect, p: &mut Problems) -> Option<CollectConfig> 
             }
             Some(f) => f.value,
             None => default,
-        }
-    };
+        };
     let concurrency = ranged(&raw.concurrency, 1, 1024, d.concurrency as i128, "");
     let rps = ranged(
         &raw.requests_per_second,
@@ -212,7 +223,12 @@ fn validate_account(
         Slot::Empty { line } => p.push(key(k), *line, format!("has no value, and {why}")),
         _ => {}
     };
-    required(&ra.name, "name", "is required: the account's label, e.g. `name: main`", p);
+    required(
+        &ra.name,
+        "name",
+        "is required: the account's label, e.g. `name: main`",
+        p,
+    );
     if let Some(f) = ra.name.as_ref()
         && !is_valid_account_name(&f.value)
     {
@@ -286,9 +302,11 @@ fn validate_account(
                 "is required with auth: hmac-sha256, e.g. `app_key: my-app-key`",
                 p,
             ),
-            Slot::Set(f) if app_key.as_deref() == Some("") => {
-                p.push(&f.key, f.line, "is empty; it is required with auth: hmac-sha256")
-            }
+            Slot::Set(f) if app_key.as_deref() == Some("") => p.push(
+                &f.key,
+                f.line,
+                "is empty; it is required with auth: hmac-sha256",
+            ),
             _ => {}
         }
         match (&ra.app_secret, &ra.app_secret_file) {
@@ -425,7 +443,10 @@ fn more(bad: usize, key: &str, line: Option<usize>, what: &str, p: &mut Problems
         p.add(
             ConfigError::new(
                 key,
-                format!("… and {} more entries that are not {what}", bad - MAX_LISTED),
+                format!(
+                    "… and {} more entries that are not {what}",
+                    bad - MAX_LISTED
+                ),
             )
             .at(line),
         );

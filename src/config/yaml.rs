@@ -286,11 +286,15 @@ fn attach(node: &mut Node, pos: &Pos) {
 mod tests {
     use super::*;
 
-    fn line_of<'a>(n: &'a Node, path: &[&str]) -> Option<usize> {
+    fn line_of(n: &Node, path: &[&str]) -> Option<usize> {
         let mut n = n;
         for p in path {
             n = match &n.value {
-                Value::Map(es) => &es.iter().find(|(k, _)| k.value == Value::Str((*p).into()))?.1,
+                Value::Map(es) => {
+                    &es.iter()
+                        .find(|(k, _)| k.value == Value::Str((*p).into()))?
+                        .1
+                }
                 Value::Seq(items) => &items[p.parse::<usize>().ok()?],
                 _ => return None,
             };
@@ -307,9 +311,15 @@ mod tests {
         assert_eq!(line_of(&n, &["accounts", "1", "pools", "1"]), Some(8));
         assert_eq!(line_of(&n, &["collect", "timeout"]), Some(10));
         let Value::Map(es) = &n.value else { panic!() };
-        let Value::Seq(accs) = &es[0].1.value else { panic!() };
-        let Value::Map(acc) = &accs[0].value else { panic!() };
-        let Value::Seq(cards) = &acc[1].1.value else { panic!() };
+        let Value::Seq(accs) = &es[0].1.value else {
+            panic!()
+        };
+        let Value::Map(acc) = &accs[0].value else {
+            panic!()
+        };
+        let Value::Seq(cards) = &acc[1].1.value else {
+            panic!()
+        };
         assert_eq!(cards[0].value, Value::Int("89860000000000000001".into()));
     }
 
