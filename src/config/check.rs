@@ -8,6 +8,7 @@ use super::model::Config;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Checks the file at `path`; prints to stdout (valid) or stderr (problems).
 pub fn check_config_command(path: &Path) -> ExitCode {
@@ -62,19 +63,33 @@ pub fn budget_lines(account: &str, b: &RequestBudget, cfg: &Config) -> String {
         }
     );
     match b.allowed_per_second {
-        Some(a) if b.over_budget() => {
+        Some(_) if b.over_budget() => {
+            let h = &c.history;
+            let mut periods = Vec::new();
+            let mut stretched = |name: &str, effective: Duration, configured: Duration| {
+                periods.push(format!(
+                    "{name} {} (configured {})",
+                    format_duration(whole_seconds(effective)),
+                    format_duration(configured)
+                ))
+            };
+            if b.targets.pools > 0 {
+                stretched("pool_ttl", b.effective_pool_ttl(), c.pool_ttl);
+            }
+            if b.targets.cards > 0 {
+                stretched("card_ttl", b.effective_card_ttl(), c.card_ttl);
+            }
+            let pool_history = b.targets.pools > 0 && (h.pool_days > 0 || h.pool_months > 0);
+            let card_history = b.targets.cards > 0 && (h.card_days > 0 || h.card_months > 0);
+            if pool_history || card_history {
+                stretched("history_ttl", b.effective_history_ttl(), c.history_ttl);
+            }
             let _ = write!(
                 out,
-                ": OVER BUDGET by {:.2}x; refresh periods stretch to pool_ttl {} (configured {}), card_ttl {} (configured {}), history_ttl {} (configured {})",
+                ": OVER BUDGET by {:.2}x; refresh periods stretch to {}",
                 b.stretch(),
-                format_duration(b.effective_pool_ttl()),
-                format_duration(c.pool_ttl),
-                format_duration(b.effective_card_ttl()),
-                format_duration(c.card_ttl),
-                format_duration(b.effective_history_ttl()),
-                format_duration(c.history_ttl),
+                periods.join(", ")
             );
-            let _ = a;
         }
         Some(a) => {
             let _ = write!(
@@ -107,7 +122,10 @@ pub fn budget_lines(account: &str, b: &RequestBudget, cfg: &Config) -> String {
     out
 }
 
-use std::time::Duration;
+/// Rounded to the second (a stretched period is an estimate).
+fn whole_seconds(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs_f64().round() as u64)
+}
 
 fn rate(r: f64) -> String {
     if r.fract() == 0.0 {
