@@ -135,7 +135,10 @@ collect:
     assert!(fleet.contains("required 50 req/s"), "{fleet}");
     assert!(fleet.contains("OVER BUDGET by 2.50x"), "{fleet}");
     assert!(fleet.contains("card_ttl 2m30s (configured 1m)"), "{fleet}");
-    assert!(!fleet.contains("pool_ttl"), "no pools, no pool period: {fleet}");
+    assert!(
+        !fleet.contains("pool_ttl"),
+        "no pools, no pool period: {fleet}"
+    );
 }
 
 #[test]
