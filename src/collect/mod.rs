@@ -22,7 +22,7 @@ pub mod shard;
 pub(crate) mod snapshot;
 pub(crate) mod stats;
 
-use crate::config::{CollectConfig, Config};
+use crate::config::{CollectConfig, Config, RequestBudget, TargetCounts};
 use crate::sys::lock;
 use cache::Slot;
 use history::History;
@@ -140,8 +140,8 @@ pub(crate) struct AccountRt {
     /// The account's scheduler (kept across reloads).
     pub(crate) sched: Arc<Sched>,
     /// The request rate the account's targets on this replica need at the configured TTLs,
-    /// and the rate allowed (`None`: unlimited).
-    pub(crate) budget: (f64, Option<f64>),
+    /// and the rate allowed.
+    pub(crate) budget: RequestBudget,
 }
 
 impl std::fmt::Debug for AccountRt {
@@ -316,7 +316,7 @@ impl Collector {
                     }
                 }
             };
-            let budget = request_budget(self.kinds, &kinds, collect);
+            let budget = request_budget(&kinds, collect);
             accounts.push(Arc::new(AccountRt {
                 name,
                 base_url: a.base_url.clone(),
@@ -369,7 +369,7 @@ impl Collector {
                     gate: acc.gate.clone(),
                     settings: Arc::new(collect.clone()),
                     has_configured: acc.has_configured(),
-                    probe_share: PROBE_SHARE,
+                    probe_share: probe_share(collect),
                 },
                 n_kinds,
             );
@@ -382,31 +382,31 @@ impl Collector {
 }
 
 /// The share of an account's request budget that `/probe` of targets outside the
-/// configuration may use (docs/collection.md).
-pub(crate) const PROBE_SHARE: f64 = 0.2;
+/// configuration may use (docs/collection.md), from `collect.unconfigured_probe_percent`.
+pub(crate) fn probe_share(c: &CollectConfig) -> f64 {
+    f64::from(c.unconfigured_probe_percent) / 100.0
+}
 
-/// The request rate `kinds`' targets need at the TTLs of `c` (details and the open periods of
-/// their history windows; closed periods are fetched once), and the rate allowed.
-fn request_budget(
-    registered: &[&'static dyn TargetKind],
-    kinds: &[KindTargets],
-    c: &CollectConfig,
-) -> (f64, Option<f64>) {
-    let per_second = |d: std::time::Duration| 1.0 / d.as_secs_f64().max(1e-3);
-    let mut need = 0.0;
-    for (kind, k) in registered.iter().zip(kinds) {
-        let (days, months) = kind.history_window(c);
-        let open = f64::from(u8::from(days > 0) + u8::from(months > 0));
-        need +=
-            k.targets.len() as f64 * (per_second(kind.ttl(c)) + open * per_second(c.history_ttl));
-    }
-    let allowed = (c.requests_per_second > 0).then_some(f64::from(c.requests_per_second));
-    (need, allowed)
+/// The request budget of the targets this replica owns (the configuration's budget
+/// arithmetic, `crate::config::RequestBudget`, over its pools and cards).
+fn request_budget(kinds: &[KindTargets], c: &CollectConfig) -> RequestBudget {
+    let count = |name: &str| {
+        kinds
+            .iter()
+            .filter(|k| k.kind.name() == name)
+            .map(|k| k.targets.len())
+            .sum()
+    };
+    c.request_budget(TargetCounts {
+        pools: count("pool"),
+        cards: count("card"),
+    })
 }
 
 /// Logs an account's budget at start and reload; over budget, a warning says what stretches.
 fn log_budget(acc: &AccountRt, shard: Shard) {
-    let (need, allowed) = acc.budget;
+    let b = &acc.budget;
+    let (need, allowed) = (b.required_per_second(), b.allowed_per_second);
     let targets: usize = acc.kinds.iter().map(|k| k.targets.len()).sum();
     let shard_note = if shard.is_sharded() {
         format!("shard {} of {}", shard.shard, shard.total)
@@ -420,8 +420,10 @@ fn log_budget(acc: &AccountRt, shard: Shard) {
             shard = %shard_note,
             required_requests_per_second = format!("{need:.2}"),
             allowed_requests_per_second = format!("{a:.2}"),
-            stretch = format!("{:.2}", need / a),
-            "the account needs more requests than it is allowed: every refresh period stretches by this factor (oldest data first; no target starves)"
+            stretch = format!("{:.2}", b.stretch()),
+            effective_card_refresh = crate::config::format_duration(b.effective_card_ttl()),
+            effective_pool_refresh = crate::config::format_duration(b.effective_pool_ttl()),
+            "the account needs more requests than it is allowed: refresh periods stretch by about this factor (oldest data first, pools first; no target starves)"
         ),
         _ => tracing::info!(
             account = %acc.name,

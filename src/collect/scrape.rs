@@ -134,7 +134,7 @@ impl Collector {
             .find(|(_, k)| super::same(k.kind, *kind))
             .ok_or(ProbeRefused::UnknownAccount)?;
         let (target, probe_only) = acc.target(*kind, id).ok_or(ProbeRefused::UnknownAccount)?;
-        if probe_only && super::PROBE_SHARE <= 0.0 {
+        if probe_only && super::probe_share(settings) <= 0.0 {
             return Err(ProbeRefused::NotConfigured);
         }
         let rank = u8::try_from(rank).unwrap_or(u8::MAX);

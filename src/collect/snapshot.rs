@@ -180,8 +180,8 @@ pub(crate) fn snapshot(rt: &Runtime, scope: &Scope) -> Snapshot {
             pending,
             oldest_age,
             paused_until,
-            required_rps: acc.budget.0,
-            allowed_rps: acc.budget.1,
+            required_rps: acc.budget.required_per_second(),
+            allowed_rps: acc.budget.allowed_per_second,
         });
     }
     Snapshot {
