@@ -351,7 +351,7 @@ async fn probe(
         Err(ProbeRefused::NotConfigured) => {
             return text(
                 StatusCode::BAD_REQUEST,
-                "this target is not in the configuration (of this shard), and /probe of such targets is switched off (collect.unconfigured_probe_share)\n",
+                "this target is not in the configuration (of this shard), and /probe of such targets is switched off (collect.unconfigured_probe_percent: 0)\n",
             );
         }
     };
