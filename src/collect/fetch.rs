@@ -6,7 +6,7 @@ use super::cache::FetchError;
 use super::history::{History, Period, period_due_at};
 use super::sched::{Driving, DueEnv, Item, NextDue, Part};
 use super::scrape::window;
-use super::{FetchCx, Target};
+use super::{FetchCx, Target, TargetKind};
 use crate::config::CollectConfig;
 use crate::sys::{lock, unix_now};
 use std::sync::Arc;
@@ -16,10 +16,16 @@ use tokio::time::Instant;
 /// When `item` is due next, from its cache: a detail never fetched (or whose value is past
 /// `stale_after`) now, a failed one `min(TTL, 1 minute)` after the failure, a good one on its
 /// phase within its TTL; a history at its earliest due period.
-pub(crate) fn next_due(item: &Item, now: Instant, env: &DueEnv, s: &CollectConfig) -> NextDue {
+pub(crate) fn next_due(
+    item: &Item,
+    kind: &dyn TargetKind,
+    now: Instant,
+    env: &DueEnv,
+    s: &CollectConfig,
+) -> NextDue {
     match item.part {
         Part::Detail => {
-            let ttl = item.kind.ttl(s);
+            let ttl = kind.ttl(s);
             let slot = lock(&item.target.detail);
             match (slot.last_ok, &slot.good) {
                 (Some(false), _) => NextDue {
@@ -39,7 +45,7 @@ pub(crate) fn next_due(item: &Item, now: Instant, env: &DueEnv, s: &CollectConfi
             }
         }
         Part::History => {
-            let Some(w) = window(item.kind, s) else {
+            let Some(w) = window(kind, s) else {
                 return NextDue {
                     at: None,
                     cold: false,
@@ -54,24 +60,25 @@ pub(crate) fn next_due(item: &Item, now: Instant, env: &DueEnv, s: &CollectConfi
     }
 }
 
-/// Fetches `item` and records the results (`env`: what its due instants were computed with).
-pub(crate) async fn run(item: Item, d: Arc<Driving>, env: DueEnv) {
+/// Fetches `item` of `kind` and records the results (`env`: what its due instants were
+/// computed with).
+pub(crate) async fn run(item: Item, kind: &'static dyn TargetKind, d: Arc<Driving>, env: DueEnv) {
     match item.part {
-        Part::Detail => detail(&item, &d).await,
-        Part::History => history(&item, &d, &env).await,
+        Part::Detail => detail(&item, kind, &d).await,
+        Part::History => history(&item, kind, &d, &env).await,
     }
 }
 
-async fn detail(item: &Item, d: &Driving) {
+async fn detail(item: &Item, kind: &dyn TargetKind, d: &Driving) {
     let cx = FetchCx {
         calendar: d.settings.calendar,
         deadline: Deadline::AfterAdmission(d.settings.timeout),
     };
     let t = &item.target;
-    let res = item.kind.fetch(&d.client, &t.id, &cx).await;
+    let res = kind.fetch(&d.client, &t.id, &cx).await;
     let res = res.map_err(|e| {
-        let ep = item.kind.subject().detail();
-        crate::logging::fetch_failed(&d.account, item.kind.name(), &t.id, None, ep, &e);
+        let ep = kind.subject().detail();
+        crate::logging::fetch_failed(&d.account, kind.name(), &t.id, None, ep, &e);
         Arc::new(FetchError::from_api(&e))
     });
     lock(&t.detail).record(res);
@@ -79,9 +86,9 @@ async fn detail(item: &Item, d: &Driving) {
 
 /// Fetches every period of the target's window that is due now, concurrently (each request
 /// passes the account's gate).
-async fn history(item: &Item, d: &Driving, env: &DueEnv) {
+async fn history(item: &Item, kind: &dyn TargetKind, d: &Driving, env: &DueEnv) {
     let s = &d.settings;
-    let Some(w) = window(item.kind, s) else {
+    let Some(w) = window(kind, s) else {
         return;
     };
     let ttl = s.history_ttl;
@@ -101,13 +108,13 @@ async fn history(item: &Item, d: &Driving, env: &DueEnv) {
             .map(|(p, _)| p)
             .collect()
     };
-    futures::future::join_all(due.into_iter().map(|p| period(item, d, p))).await;
+    futures::future::join_all(due.into_iter().map(|p| period(item, kind, d, p))).await;
 }
 
-async fn period(item: &Item, d: &Driving, p: Period) {
+async fn period(item: &Item, kind: &dyn TargetKind, d: &Driving, p: Period) {
     let t = &item.target;
     let label = p.label();
-    let subject = item.kind.subject();
+    let subject = kind.subject();
     let query = match p {
         Period::Day(_) => Query::day_usage(subject, &t.id, &label),
         Period::Month(_) => Query::month_usage(subject, &t.id, &label),
@@ -120,8 +127,8 @@ async fn period(item: &Item, d: &Driving, p: Period) {
         // KB from the API, bytes in the cache and on the wire.
         .map(|kb| kb.map(|kb| kb * 1024.0));
     let res = res.map_err(|e| {
-        let kind = item.kind.history_name();
-        crate::logging::fetch_failed(&d.account, kind, &t.id, Some(&label), ep, &e);
+        let name = kind.history_name();
+        crate::logging::fetch_failed(&d.account, name, &t.id, Some(&label), ep, &e);
         Arc::new(FetchError::from_api(&e))
     });
     record_period(t, p, res);

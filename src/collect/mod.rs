@@ -62,24 +62,20 @@ pub(crate) struct Target {
     pub(crate) detail: Mutex<Slot<Values>>,
     /// Allocated on first use (most cards have no history configured).
     pub(crate) history: Mutex<Option<Box<History>>>,
-    /// The stable hash of (account, kind, id): the shard that owns it, and the phase of its
-    /// refreshes within their TTL.
-    pub(crate) hash: u64,
     /// The scheduler's bookkeeping of its detail and its history.
-    pub(crate) marks: Mutex<[Mark; 2]>,
+    pub(crate) marks: [Mark; 2],
     /// Dropped from the configuration by a reload.
     retired: AtomicBool,
 }
 
 impl Target {
-    fn new(account: &Arc<str>, kind: &dyn TargetKind, id: &str) -> Self {
+    fn new(account: &Arc<str>, id: &str) -> Self {
         Self {
             account: account.clone(),
             id: Arc::from(id),
             detail: Mutex::new(Slot::default()),
             history: Mutex::new(None),
-            hash: shard::target_hash(account, kind.name(), id),
-            marks: Mutex::new(Default::default()),
+            marks: Default::default(),
             retired: AtomicBool::new(false),
         }
     }
@@ -119,7 +115,7 @@ impl KindTargets {
             }
             m.clear();
         }
-        let t = Arc::new(Target::new(account, self.kind, id));
+        let t = Arc::new(Target::new(account, id));
         m.insert(t.id.clone(), t.clone());
         (t, true)
     }
@@ -290,7 +286,7 @@ impl Collector {
                         .collect();
                     KindTargets {
                         kind,
-                        targets: build_targets(&name, kind, &owned, prev),
+                        targets: build_targets(&name, &owned, prev),
                         probed: Mutex::new(HashMap::new()),
                     }
                 })
@@ -360,19 +356,16 @@ impl Collector {
                 keep
             });
         }
-        let n_kinds = u8::try_from(self.kinds.len()).unwrap_or(u8::MAX);
         for acc in &accounts {
-            acc.sched.configure(
-                sched::Driving {
-                    account: acc.name.clone(),
-                    client: acc.client.clone(),
-                    gate: acc.gate.clone(),
-                    settings: Arc::new(collect.clone()),
-                    has_configured: acc.has_configured(),
-                    probe_share: probe_share(collect),
-                },
-                n_kinds,
-            );
+            acc.sched.configure(sched::Driving {
+                kinds: self.kinds,
+                account: acc.name.clone(),
+                client: acc.client.clone(),
+                gate: acc.gate.clone(),
+                settings: Arc::new(collect.clone()),
+                has_configured: acc.has_configured(),
+                probe_share: probe_share(collect),
+            });
             log_budget(acc, self.shard);
         }
         let rt = Arc::new(Runtime { config, accounts });
@@ -439,7 +432,6 @@ fn log_budget(acc: &AccountRt, shard: Shard) {
 /// The targets of `ids` (de-duplicated), reusing the cached ones of `prev`.
 fn build_targets(
     account: &Arc<str>,
-    kind: &dyn TargetKind,
     ids: &[&String],
     prev: Option<&KindTargets>,
 ) -> Vec<Arc<Target>> {
@@ -455,7 +447,7 @@ fn build_targets(
         out.push(
             prev.get(id.as_str())
                 .map(|t| (*t).clone())
-                .unwrap_or_else(|| Arc::new(Target::new(account, kind, id))),
+                .unwrap_or_else(|| Arc::new(Target::new(account, id))),
         );
     }
     out

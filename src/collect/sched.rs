@@ -6,8 +6,10 @@
 //!
 //! The unit of work is one part of one target: its detail, or its history (every due day and
 //! month of its window). Each part carries a [`Mark`] with its place in the scheduler
-//! (idle, waiting for its refresh instant, parked while nobody scrapes, ready, running), so a
-//! part is never queued twice. One driver task per account takes the gate's admission first and
+//! (idle, waiting for its refresh instant, parked while nobody scrapes, ready, running) and the
+//! generation of its one live timer, so a part is never queued twice. Marks and queue entries
+//! are small (two words per part, a pointer and a few bytes per queued item): a 100,000-card
+//! fleet has 100,000 of each. One driver task per account takes the gate's admission first and
 //! only then picks the best ready part, so the queue's order is the order requests go out; at
 //! most `4 × concurrency` parts run at once (a part backing off before a retry holds no slot of
 //! the gate, and must not stall the queue behind it).
@@ -17,7 +19,8 @@ use super::{Target, TargetKind};
 use crate::config::CollectConfig;
 use crate::sys::lock;
 use futures::FutureExt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tibiot_api::{Client, Gate};
@@ -47,36 +50,88 @@ impl Part {
 
 /// Where a part stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
 pub(crate) enum State {
     /// Not known to the scheduler (never wanted, or a probe nobody repeats).
     #[default]
-    Idle,
+    Idle = 0,
     /// Waiting for its refresh instant (a timer).
-    Waiting,
+    Waiting = 1,
     /// Due, but nobody scrapes the account.
-    Parked,
-    Ready,
-    Running,
+    Parked = 2,
+    Ready = 3,
+    Running = 4,
 }
 
-/// A part's bookkeeping, kept in the target.
+impl State {
+    fn from_bits(b: u64) -> Self {
+        match b & 0xff {
+            1 => State::Waiting,
+            2 => State::Parked,
+            3 => State::Ready,
+            4 => State::Running,
+            _ => State::Idle,
+        }
+    }
+}
+
+const COLD: u64 = 1 << 8;
+
+/// A part's bookkeeping, kept in the target: two words, no lock. Every change happens under
+/// the scheduler's lock; scrapes waiting for a value only read it.
 #[derive(Debug, Default)]
 pub(crate) struct Mark {
-    pub(crate) state: State,
-    /// Counted as a value a scrape waits for (ready or running, nothing to serve).
-    cold: bool,
+    /// The state (bits 0–7), whether a scrape waits for it (bit 8: ready or running with
+    /// nothing to serve), and the generation of its live timer (bits 32–63).
+    word: AtomicU64,
     /// The latest attempt ended (queue epoch nanoseconds; 0: never).
-    last_attempt: u64,
-    /// The generation of the part's live timer (older timers in the queue are ignored).
-    timer: u32,
-    /// Probes of this target (kept in the detail's mark, only for targets someone probes).
-    probed: Option<Box<Activity>>,
+    last_attempt: AtomicU64,
 }
 
 impl Mark {
+    fn word(&self) -> u64 {
+        self.word.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, w: u64) {
+        self.word.store(w, Ordering::Relaxed);
+    }
+
+    pub(crate) fn state(&self) -> State {
+        State::from_bits(self.word())
+    }
+
+    fn set_state(&self, s: State) {
+        self.set((self.word() & !0xff) | s as u64);
+    }
+
+    fn cold(&self) -> bool {
+        self.word() & COLD != 0
+    }
+
+    fn set_cold(&self, cold: bool) {
+        let w = self.word();
+        self.set(if cold { w | COLD } else { w & !COLD });
+    }
+
+    fn timer(&self) -> u32 {
+        (self.word() >> 32) as u32
+    }
+
+    /// Starts a new timer generation (older timers of the part become void); returns it.
+    fn arm(&self) -> u32 {
+        let t = self.timer().wrapping_add(1);
+        self.set((self.word() & 0xffff_ffff) | (u64::from(t) << 32));
+        t
+    }
+
+    fn last_attempt(&self) -> u64 {
+        self.last_attempt.load(Ordering::Relaxed)
+    }
+
     /// Whether a scrape waiting for never-fetched values must wait for this part.
     pub(crate) fn cold_pending(&self) -> bool {
-        self.cold && matches!(self.state, State::Ready | State::Running)
+        self.cold() && matches!(self.state(), State::Ready | State::Running)
     }
 }
 
@@ -94,7 +149,7 @@ pub(crate) struct NextDue {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DueEnv {
     pub(crate) epoch: Instant,
-    /// The target's phase hash (spreads refreshes).
+    /// The target's stable hash (its phase within each TTL spreads the refreshes).
     pub(crate) phase_hash: u64,
     /// When the part's latest attempt ended, if it did.
     pub(crate) last_attempt: Option<Instant>,
@@ -118,6 +173,8 @@ pub(crate) struct Driving {
     pub(crate) client: Client,
     pub(crate) gate: Arc<Gate>,
     pub(crate) settings: Arc<CollectConfig>,
+    /// The registered kinds (an item names its kind by its place here).
+    pub(crate) kinds: &'static [&'static dyn TargetKind],
     /// Whether the account has configured targets on this replica (then `/probe`-only work is
     /// held to its share of the budget).
     pub(crate) has_configured: bool,
@@ -125,24 +182,45 @@ pub(crate) struct Driving {
     pub(crate) probe_share: f64,
 }
 
-/// One unit of work in the queue.
+/// One unit of work in the queue (16 bytes).
 #[derive(Clone)]
 pub(crate) struct Item {
-    pub(crate) kind: &'static dyn TargetKind,
+    pub(crate) target: Arc<Target>,
+    /// The timer generation this copy was queued with.
+    pub(crate) timer: u32,
     /// The kind's place among the registered kinds (the first leads: pools).
     pub(crate) rank: u8,
-    pub(crate) target: Arc<Target>,
     pub(crate) part: Part,
     /// Not in the configuration (or another shard's): `/probe`-only work.
     pub(crate) probe: bool,
-    /// The timer generation this copy was queued with.
-    pub(crate) timer: u32,
 }
 
 impl Item {
     /// Index into the per-kind counters: two per registered kind (detail, history).
     fn counter(&self) -> usize {
         usize::from(self.rank) * 2 + self.part.index()
+    }
+
+    fn mark(&self) -> &Mark {
+        &self.target.marks[self.part.index()]
+    }
+
+    /// The item's kind among `kinds`.
+    pub(crate) fn kind(&self, kinds: &[&'static dyn TargetKind]) -> &'static dyn TargetKind {
+        kinds[usize::from(self.rank).min(kinds.len().saturating_sub(1))]
+    }
+
+    /// The key of the target in the scheduler's probe table.
+    fn key(&self) -> usize {
+        Arc::as_ptr(&self.target) as usize
+    }
+}
+
+/// A copy of `item` carrying a new timer generation of its part (its one live timer).
+fn armed(item: &Item) -> Item {
+    Item {
+        timer: item.mark().arm(),
+        ..item.clone()
     }
 }
 
@@ -170,8 +248,8 @@ fn order(item: &Item, kinds: u8, cold: bool, last_attempt: u64) -> Order {
 struct Inner {
     queue: Queue<Item>,
     activity: Activity,
-    /// Registered kinds (for the order and the counters).
-    kinds: u8,
+    /// Targets someone probes, with their probes' rhythm (kept fresh while probes come).
+    probed: HashMap<usize, (Arc<Target>, Activity)>,
     /// The configuration generation whose targets were last made known.
     seeded: u64,
     running: usize,
@@ -197,7 +275,7 @@ pub(crate) struct Sched {
     inner: Mutex<Inner>,
     driving: Mutex<Option<Arc<Driving>>>,
     /// Bumped by every [`Sched::configure`].
-    generation: std::sync::atomic::AtomicU64,
+    generation: AtomicU64,
     /// Wakes the driver: new ready work, a finished part, a scrape after a pause.
     wake: Notify,
     /// Bumped whenever a cold part finishes (scrapes waiting for values re-check).
@@ -215,19 +293,6 @@ impl std::fmt::Debug for Sched {
     }
 }
 
-fn mark_of(item: &Item) -> std::sync::MutexGuard<'_, [Mark; 2]> {
-    lock(&item.target.marks)
-}
-
-/// A copy of `item` carrying a new timer generation of `m` (the part's one live timer).
-fn armed(item: &Item, m: &mut Mark) -> Item {
-    m.timer = m.timer.wrapping_add(1);
-    Item {
-        timer: m.timer,
-        ..item.clone()
-    }
-}
-
 impl Sched {
     pub(crate) fn new(name: &str) -> Arc<Self> {
         let now = Instant::now();
@@ -237,7 +302,7 @@ impl Sched {
             inner: Mutex::new(Inner {
                 queue: Queue::new(now),
                 activity: Activity::default(),
-                kinds: 0,
+                probed: HashMap::new(),
                 seeded: 0,
                 running: 0,
                 running_probes: 0,
@@ -249,7 +314,7 @@ impl Sched {
                 probe_next: now,
             }),
             driving: Mutex::new(None),
-            generation: std::sync::atomic::AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             wake: Notify::new(),
             cold_done: watch::channel(0).0,
             cold_count: AtomicUsize::new(0),
@@ -258,12 +323,13 @@ impl Sched {
         })
     }
 
-    fn env(&self, item: &Item, m: &Mark) -> DueEnv {
+    fn env(&self, item: &Item, kind: &dyn TargetKind) -> DueEnv {
+        let t = &item.target;
+        let last = item.mark().last_attempt();
         DueEnv {
             epoch: self.epoch,
-            phase_hash: item.target.hash,
-            last_attempt: (m.last_attempt > 0)
-                .then(|| self.epoch + Duration::from_nanos(m.last_attempt)),
+            phase_hash: super::shard::target_hash(&t.account, kind.name(), &t.id),
+            last_attempt: (last > 0).then(|| self.epoch + Duration::from_nanos(last)),
         }
     }
 
@@ -271,15 +337,16 @@ impl Sched {
         lock(&self.driving).clone()
     }
 
-    /// Applies a (re)loaded configuration: the client, gate and settings the next fetches use
-    /// (`kinds`: how many kinds are registered); parts of targets dropped from the
-    /// configuration leave the queue, and the next scrape makes the new ones known.
-    pub(crate) fn configure(&self, driving: Driving, kinds: u8) {
+    /// Applies a (re)loaded configuration: the client, gate, settings and kinds the next fetches
+    /// use; parts of targets dropped from the configuration leave the queue, every waiting part
+    /// is looked at again (the TTLs may have changed), and the next scrape makes the new
+    /// targets known.
+    pub(crate) fn configure(&self, driving: Driving) {
+        let n = driving.kinds.len() * 2;
         *lock(&self.driving) = Some(Arc::new(driving));
         self.generation.fetch_add(1, Ordering::AcqRel);
+        let now = Instant::now();
         let mut inner = lock(&self.inner);
-        inner.kinds = kinds;
-        let n = usize::from(kinds) * 2;
         if inner.pending.len() < n {
             inner.pending.resize(n, 0);
         }
@@ -287,6 +354,7 @@ impl Sched {
             queue,
             pending,
             cold,
+            probed,
             ..
         } = &mut *inner;
         let mut removed_cold = false;
@@ -294,25 +362,24 @@ impl Sched {
             if !item.target.retired() {
                 return true;
             }
-            let mut marks = mark_of(item);
-            let m = &mut marks[item.part.index()];
-            if m.state == State::Ready {
+            let m = item.mark();
+            if m.state() == State::Ready {
                 if !item.probe {
                     pending[item.counter()] -= 1;
-                    if m.cold {
+                    if m.cold() {
                         *cold -= 1;
                         removed_cold = true;
                     }
                 }
-                m.cold = false;
+                m.set_cold(false);
             }
-            if m.state != State::Running {
-                m.state = State::Idle;
+            if m.state() != State::Running {
+                m.set_state(State::Idle);
             }
             false
         });
-        // the TTLs (or the probe share) may have changed: look at every waiting part again
-        inner.queue.reschedule_all(Instant::now());
+        probed.retain(|_, (t, a)| !t.retired() && a.active(now));
+        inner.queue.reschedule_all(now);
         self.cold_count.store(inner.cold, Ordering::Relaxed);
         drop(inner);
         if removed_cold {
@@ -354,21 +421,18 @@ impl Sched {
         let now = Instant::now();
         let mut inner = lock(&self.inner);
         if let Some(first) = items.first() {
-            mark_of(first)[0]
+            inner
                 .probed
-                .get_or_insert_with(Default::default)
+                .entry(first.key())
+                .or_insert_with(|| (first.target.clone(), Activity::default()))
+                .1
                 .scraped(now);
         }
         for item in items {
-            {
-                let mut marks = mark_of(item);
-                let m = &mut marks[item.part.index()];
-                if m.state == State::Parked {
-                    m.state = State::Waiting;
-                    let item = armed(item, m);
-                    drop(marks);
-                    inner.queue.push_timer(item, now);
-                }
+            if item.mark().state() == State::Parked {
+                let item = armed(item);
+                item.mark().set_state(State::Waiting);
+                inner.queue.push_timer(item, now);
             }
             Self::ensure(&mut inner, item.clone(), now);
         }
@@ -380,15 +444,11 @@ impl Sched {
 
     /// Makes an idle part known: its timer comes at once and decides.
     fn ensure(inner: &mut Inner, item: Item, now: Instant) {
-        let item = {
-            let mut marks = mark_of(&item);
-            let m = &mut marks[item.part.index()];
-            if m.state != State::Idle {
-                return;
-            }
-            m.state = State::Waiting;
-            armed(&item, m)
-        };
+        if item.mark().state() != State::Idle {
+            return;
+        }
+        let item = armed(&item);
+        item.mark().set_state(State::Waiting);
         inner.queue.push_timer(item, now);
     }
 
@@ -397,44 +457,56 @@ impl Sched {
         let Some(d) = self.driving() else {
             return inner.queue.next_timer();
         };
-        let active = inner.activity.active(now);
-        let kinds = inner.kinds;
+        let Inner {
+            queue,
+            activity,
+            probed,
+            pending,
+            ..
+        } = &mut *inner;
+        let active = activity.active(now);
+        let kinds = u8::try_from(d.kinds.len()).unwrap_or(u8::MAX);
         let mut became_cold = 0usize;
-        let mut pending = std::mem::take(&mut inner.pending);
-        let next = inner.queue.promote(now, |item| {
-            let mut marks = mark_of(item);
-            let probed = marks[0].probed.as_ref().is_some_and(|p| p.active(now));
-            let m = &mut marks[item.part.index()];
-            if !matches!(m.state, State::Waiting | State::Parked) || m.timer != item.timer {
+        let mut forget = Vec::new();
+        let next = queue.promote(now, |item| {
+            let m = item.mark();
+            if !matches!(m.state(), State::Waiting | State::Parked) || m.timer() != item.timer {
                 return Due::Drop; // an outdated timer; the part is elsewhere
             }
-            m.state = State::Waiting;
-            if item.target.retired() || (item.probe && !probed) {
-                m.state = State::Idle;
+            let wanted = probed.get(&item.key()).is_some_and(|(_, a)| a.active(now));
+            if item.target.retired() || (item.probe && !wanted) {
+                m.set_state(State::Idle);
+                if item.probe {
+                    forget.push(item.key());
+                }
                 return Due::Drop;
             }
-            if !item.probe && !active && !probed {
-                m.state = State::Parked;
+            if !item.probe && !active && !wanted {
+                m.set_state(State::Parked);
                 return Due::Park;
             }
-            let env = self.env(item, m);
-            let due = super::fetch::next_due(item, now, &env, &d.settings);
+            m.set_state(State::Waiting);
+            let kind = item.kind(d.kinds);
+            let env = self.env(item, kind);
+            let due = super::fetch::next_due(item, kind, now, &env, &d.settings);
             let Some(at) = due.at else {
-                m.state = State::Idle;
+                m.set_state(State::Idle);
                 return Due::Drop;
             };
             if at > now {
                 return Due::Later(at);
             }
-            m.state = State::Ready;
-            m.cold = due.cold;
+            m.set_state(State::Ready);
+            m.set_cold(due.cold);
             if !item.probe {
                 pending[item.counter()] += 1;
                 became_cold += usize::from(due.cold);
             }
-            Due::Ready(order(item, kinds, due.cold, m.last_attempt))
+            Due::Ready(order(item, kinds, due.cold, m.last_attempt()))
         });
-        inner.pending = pending;
+        for k in forget {
+            inner.probed.remove(&k);
+        }
         if became_cold > 0 {
             if inner.cold == 0 {
                 inner.cold_since = Some(now);
@@ -500,10 +572,7 @@ impl Sched {
     pub(crate) async fn wait_items(&self, items: &[Item], deadline: Instant) {
         let mut rx = self.cold_done.subscribe();
         loop {
-            if !items
-                .iter()
-                .any(|i| mark_of(i)[i.part.index()].cold_pending())
-            {
+            if !items.iter().any(|i| i.mark().cold_pending()) {
                 return;
             }
             if !matches!(
@@ -562,28 +631,25 @@ impl Sched {
                 let probes = Self::probes_allowed(&mut inner, &d, now, limit, true).is_ok();
                 match inner.queue.pop(probes) {
                     Some((item, _)) => {
-                        let env = {
-                            let mut marks = mark_of(&item);
-                            let m = &mut marks[item.part.index()];
-                            m.state = State::Running;
-                            self.env(&item, m)
-                        };
+                        item.mark().set_state(State::Running);
                         inner.running += 1;
                         if item.probe {
                             inner.running_probes += 1;
                         }
-                        Some((item, env))
+                        Some(item)
                     }
                     None => None,
                 }
             };
-            let Some((item, env)) = picked else {
+            let Some(item) = picked else {
                 drop(admission);
                 continue;
             };
+            let kind = item.kind(d.kinds);
+            let env = self.env(&item, kind);
             let me = self.clone();
             tokio::spawn(async move {
-                let fut = super::fetch::run(item.clone(), d, env);
+                let fut = super::fetch::run(item.clone(), kind, d, env);
                 let done =
                     std::panic::AssertUnwindSafe(tibiot_api::gate::with_admission(admission, fut))
                         .catch_unwind()
@@ -636,7 +702,7 @@ impl Sched {
     /// A part finished (its result is recorded): schedule its next refresh.
     fn completed(&self, item: &Item) {
         let now = Instant::now();
-        let settings = self.driving().map(|d| d.settings.clone());
+        let d = self.driving();
         let mut inner = lock(&self.inner);
         inner.running -= 1;
         if item.probe {
@@ -644,31 +710,31 @@ impl Sched {
         } else {
             inner.pending[item.counter()] -= 1;
         }
-        let since = inner.queue.since(now).max(1);
-        let mut marks = mark_of(item);
-        let probed = marks[0].probed.as_ref().is_some_and(|p| p.active(now));
-        let m = &mut marks[item.part.index()];
-        m.last_attempt = since;
-        let was_cold = std::mem::take(&mut m.cold);
-        let keep = !item.target.retired() && (!item.probe || probed);
-        let next = match (keep, &settings) {
-            (true, Some(s)) => {
-                let env = self.env(item, m);
-                super::fetch::next_due(item, now, &env, s).at
+        let m = item.mark();
+        m.last_attempt
+            .store(inner.queue.since(now).max(1), Ordering::Relaxed);
+        let was_cold = m.cold();
+        m.set_cold(false);
+        let wanted = inner
+            .probed
+            .get(&item.key())
+            .is_some_and(|(_, a)| a.active(now));
+        let keep = !item.target.retired() && (!item.probe || wanted);
+        let next = match (keep, &d) {
+            (true, Some(d)) => {
+                let kind = item.kind(d.kinds);
+                let env = self.env(item, kind);
+                super::fetch::next_due(item, kind, now, &env, &d.settings).at
             }
             _ => None,
         };
         match next {
             Some(at) => {
-                m.state = State::Waiting;
-                let item = armed(item, m);
-                drop(marks);
+                let item = armed(item);
+                item.mark().set_state(State::Waiting);
                 inner.queue.push_timer(item, at.max(now));
             }
-            None => {
-                m.state = State::Idle;
-                drop(marks);
-            }
+            None => m.set_state(State::Idle),
         }
         if was_cold && !item.probe {
             inner.cold -= 1;

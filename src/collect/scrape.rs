@@ -53,7 +53,6 @@ pub(crate) fn has_history(kind: &dyn TargetKind, c: &CollectConfig) -> bool {
 
 /// The parts of one target: its detail, and its history when the kind keeps one.
 fn parts(
-    kind: &'static dyn TargetKind,
     rank: u8,
     target: &Arc<super::Target>,
     probe: bool,
@@ -64,12 +63,11 @@ fn parts(
         .into_iter()
         .filter(move |p| *p == Part::Detail || history)
         .map(move |part| Item {
-            kind,
-            rank,
             target: t.clone(),
+            timer: 0,
+            rank,
             part,
             probe,
-            timer: 0,
         })
 }
 
@@ -80,7 +78,7 @@ fn configured<'a>(acc: &'a AccountRt, c: &'a CollectConfig) -> impl Iterator<Ite
         let rank = u8::try_from(rank).unwrap_or(u8::MAX);
         k.targets
             .iter()
-            .flat_map(move |t| parts(k.kind, rank, t, false, history))
+            .flat_map(move |t| parts(rank, t, false, history))
     })
 }
 
@@ -138,14 +136,8 @@ impl Collector {
             return Err(ProbeRefused::NotConfigured);
         }
         let rank = u8::try_from(rank).unwrap_or(u8::MAX);
-        let items: Vec<Item> = parts(
-            *kind,
-            rank,
-            &target,
-            probe_only,
-            has_history(*kind, settings),
-        )
-        .collect();
+        let items: Vec<Item> =
+            parts(rank, &target, probe_only, has_history(*kind, settings)).collect();
         acc.sched.probed(&items);
         acc.sched.wait_items(&items, deadline).await;
         let mut snap = snapshot(&rt, scope);
