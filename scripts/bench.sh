@@ -4,7 +4,7 @@
 # upstream calls with one and two scrapers, resident memory, 100,000 cards, memory under 64
 # concurrent scrapers, and a Python prometheus_client baseline). Not part of the tests. Takes
 # about 9 minutes on 2 cores; --fleet adds the fleet-scale rows e and f (within and over the
-# request budget, about 7 more minutes, run beside the others).
+# request budget, about 7 more minutes, run first and alone).
 #
 #   scripts/bench.sh                 # full run
 #   scripts/bench.sh --fleet         # full run with rows e and f

@@ -304,12 +304,30 @@ async fn demo_serves_every_simulated_target_with_history() {
         "{banner}"
     );
 
+    // The first scrape waits for every pool and card; their history fills in right after
+    // (the backfill does not hold up scrapes).
     let (status, text) = get(&format!("{base}/metrics")).await;
     assert_eq!(status, 200);
     let s = parse(&text);
     let pools = find(&s, "tibiot_pool_info", &[("account", "demo")]).len();
     let cards = find(&s, "tibiot_card_info", &[("account", "demo")]).len();
     assert_eq!((pools, cards), (8, 40), "every simulated pool and card");
+    let end = std::time::Instant::now() + Duration::from_secs(90);
+    let s = loop {
+        let (status, text) = get(&format!("{base}/metrics")).await;
+        assert_eq!(status, 200);
+        let s = parse(&text);
+        let history = find(&s, "tibiot_collect_success", &[("kind", "pool_history")]).len()
+            + find(&s, "tibiot_collect_success", &[("kind", "card_history")]).len();
+        if history == 8 + 40 {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the history never filled in ({history} of 48)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(find(&s, "tibiot_pool_daily_usage_bytes", &[]).len(), 8 * 30);
     assert_eq!(
         find(&s, "tibiot_pool_monthly_usage_bytes", &[]).len(),

@@ -352,13 +352,13 @@ async fn two_shards_partition_the_targets_exactly() {
     ];
     let mut sets = Vec::new();
     for sh in &shards {
-        let s = scrape_until(&sh.url("/metrics"), "the shard's targets", |s| {
-            !find(s, "tibiot_collect_success", &[]).is_empty()
-                && find(s, "tibiot_collect_success", &[])
-                    .iter()
-                    .all(|x| x.value == 1.0)
-        })
-        .await;
+        let _ = get(&sh.url("/metrics")).await;
+        let s = parse(&exporter_support::settled(sh).await);
+        assert!(
+            find(&s, "tibiot_collect_success", &[])
+                .iter()
+                .all(|x| x.value == 1.0)
+        );
         sets.push(served(&s));
     }
     let all: BTreeSet<(String, String)> = pools
@@ -395,4 +395,78 @@ async fn two_shards_partition_the_targets_exactly() {
     for c in &cards {
         assert_eq!(sim.requests_for(Endpoint::CardDetail, c), 1, "{c}");
     }
+}
+
+/// `/probe` of a target outside the configuration never delays configured work: it reaches
+/// the API only after every configured card queued before it; with
+/// `unconfigured_probe_percent: 0` such probes are refused (400), configured ones still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_of_unconfigured_targets_come_after_configured_work() {
+    let sim = sim(SimOptions {
+        pools: 3,
+        cards: 8,
+        ..SimOptions::default()
+    })
+    .await;
+    let (pools, cards) = (sim.pools(), sim.cards());
+    let outsider = pools[2].clone();
+    let yaml = config_yaml(
+        &sim,
+        &pools[..1],
+        &cards,
+        "  timeout: 30s\n  concurrency: 1\n  history: {pool_days: 0, pool_months: 0}\n",
+    )
+    .replace("requests_per_second: 0", "requests_per_second: 4");
+    let server = Server::start(&yaml, None).await;
+    let quick = |path: String| {
+        let url = server.url(&path);
+        async move {
+            let r = client()
+                .get(url)
+                .header("X-Prometheus-Scrape-Timeout-Seconds", "1")
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // the configured targets queue (4 per second); the probe comes while they wait
+    assert_eq!(quick("/metrics".into()).await.0, 200);
+    let (status, text) = quick(format!("/probe?pool={outsider}")).await;
+    assert_eq!(status, 200, "{text}");
+    let end = Instant::now() + PATIENCE;
+    loop {
+        // probes keep the outsider wanted; scrapes keep the configured ones going
+        let (_, text) = quick(format!("/probe?pool={outsider}")).await;
+        let _ = quick("/metrics".into()).await;
+        if value(&parse(&text), "tibiot_probe_success", &[]) == Some(1.0) {
+            break;
+        }
+        assert!(Instant::now() < end, "the probed pool never arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let p = counters(&sim, Endpoint::PoolDetail).await;
+    let c = counters(&sim, Endpoint::CardDetail).await;
+    let last_card = cards.iter().map(|i| c[i].1).fold(f64::MIN, f64::max);
+    assert_eq!(c.len(), cards.len(), "not every card was fetched");
+    assert!(
+        p[&outsider].1 > last_card,
+        "the probe ({}) went before a configured card ({last_card})",
+        p[&outsider].1
+    );
+
+    // Switched off: 400 for targets outside the configuration, configured ones still served.
+    let yaml = config_yaml(
+        &sim,
+        &pools[..1],
+        &cards[..1],
+        "  unconfigured_probe_percent: 0\n  history: {pool_days: 0, pool_months: 0}\n",
+    );
+    let server = Server::start(&yaml, None).await;
+    let (status, text) = get(&server.url(&format!("/probe?pool={outsider}"))).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("unconfigured_probe_percent"), "{text}");
+    let (status, text) = get(&server.url(&format!("/probe?pool={}", pools[0]))).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(value(&parse(&text), "tibiot_probe_success", &[]), Some(1.0));
 }

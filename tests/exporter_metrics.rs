@@ -25,8 +25,10 @@ async fn every_family_holds_the_simulators_values() {
     let yaml = config_yaml(&sim, &pools, &cards, HISTORY)
         .replace("requests_per_second: 0", "requests_per_second: 1000");
     let server = Server::start(&yaml, None).await;
-    let (status, text) = get(&server.url("/metrics")).await;
+    let (status, _) = get(&server.url("/metrics")).await;
     assert_eq!(status, 200);
+    // the history arrives right after the first scrape (it does not hold up scrapes)
+    let text = settled(&server).await;
     let s = parse(&text);
 
     // Every family served on /metrics is present (the probe-only ones are not).
@@ -439,7 +441,8 @@ async fn closed_days_and_months_are_fetched_once() {
         "  pool_ttl: 1h\n  history_ttl: 1s\n  history:\n    pool_days: 10\n    pool_months: 4\n",
     );
     let server = Server::start(&yaml, None).await;
-    let s = parse(&get(&server.url("/metrics")).await.1);
+    let _ = get(&server.url("/metrics")).await;
+    let s = parse(&settled(&server).await);
     assert_eq!(find(&s, "tibiot_pool_daily_usage_bytes", &[]).len(), 3 * 10);
     assert_eq!(
         find(&s, "tibiot_pool_monthly_usage_bytes", &[]).len(),
@@ -577,6 +580,8 @@ async fn help_and_type_of_every_family_in_both_formats() {
         .replace("requests_per_second: 0", "requests_per_second: 1000");
     let server = Server::start(&yaml, None).await;
     let om = "application/openmetrics-text; version=1.0.0";
+    let _ = get(&server.url("/metrics")).await;
+    settled(&server).await;
     for accept in [None, Some(om)] {
         let mut req = client().get(server.url("/metrics"));
         if let Some(a) = accept {

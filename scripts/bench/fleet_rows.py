@@ -2,7 +2,9 @@
 
   e  within budget: 20 pools + 1,000 cards, simulator latency 50 ms, requests_per_second 20,
      concurrency 8, card_ttl 60s, one scrape every 15 s with X-Prometheus-Scrape-Timeout-Seconds
-     10, for 7 minutes: scrape p99 after the cold fill against the warm scrape time, false
+     10, for 7 minutes: scrape p99 once every card has a value (refreshes run from then on)
+     against the warm scrape time — a second exporter with the same targets and nothing due,
+     scraped at the same ticks, so both see the same machine load —, false
      `tibiot_collect_success 0`, upstream card-detail calls per card per TTL (the simulator's
      per-target counters), the largest card data age served;
   f  over budget: the same with 3,000 cards (about 50 requests/s needed): when every card has
@@ -11,8 +13,9 @@
      memory and the warm scrape per series;
   h  resident memory at 200 pools + 10,000 cards under 1, 8 and 64 concurrent scrapers.
 
-Rows e and f run side by side (about 7 minutes together; they mostly wait for the rate limit);
-run_bench.py runs them with --fleet.
+Rows e and f run side by side (about 7 minutes together; they mostly wait for the rate limit),
+before the other rows so that no CPU-heavy row runs beside them; run_bench.py runs them with
+--fleet.
 """
 
 import http.client
@@ -43,20 +46,22 @@ def pct(values, p):
 def analyse(body, at, n_pools, n_cards):
     """What one scrape shows about the targets."""
     cards_with_value = 0
+    pools_with_value = 0
     failures = 0
     card_ts = []
-    kinds = {"pool": 0, "pool_history": 0, "card": 0}
     for name, labels, value in parse(body):
         if name == "tibiot_card_info":
             cards_with_value += 1
+        elif name == "tibiot_pool_info":
+            pools_with_value += 1
         elif name == "tibiot_collect_success":
-            kinds[labels.get("kind", "")] = kinds.get(labels.get("kind", ""), 0) + 1
             if value == 0:
                 failures += 1
         elif name == "tibiot_collect_last_success_timestamp_seconds" and labels.get("kind") == "card":
             card_ts.append(value)
-    complete = (cards_with_value >= n_cards and kinds["pool"] >= n_pools
-                and kinds["pool_history"] >= n_pools and kinds["card"] >= n_cards and failures == 0)
+    # every pool and card has its value (the pools' closed history days may still be filling
+    # in, a one-off backfill that shares the budget with the refreshes)
+    complete = cards_with_value >= n_cards and pools_with_value >= n_pools and failures == 0
     return {
         "at": at,
         "cards": cards_with_value,
@@ -66,27 +71,25 @@ def analyse(body, at, n_pools, n_cards):
     }
 
 
-def warm_scrape_time(binary, sim, tmp, cards):
-    """Median scrape time of the same targets when everything is cached and nothing is due."""
+def warm_exporter(binary, sim, tmp, cards):
+    """An exporter of the same targets with everything cached and nothing due (TTLs of an
+    hour, unlimited rate): its scrape time is the warm scrape time."""
     cfg = os.path.join(tmp, f"warm-{len(cards)}.yml")
     write_config(cfg, sim, sim["pools"], cards, concurrency=16, ttl="1h", timeout="120s")
     p, addr = start_exporter(binary, cfg)
     url = f"http://{addr}/metrics"
     fill(url, f"warm {len(cards)}", want_cards=len(cards))
-    times = []
-    for _ in range(12):
-        t, _ = curl(url, headers=SCRAPE_TIMEOUT_HEADER)
-        times.append(t)
-    stop(p)
-    return statistics.median(times[2:])
+    for _ in range(3):
+        curl(url, headers=SCRAPE_TIMEOUT_HEADER)
+    return p, url
 
 
 def budget_run(binary, sim_binary, n_cards, seconds, tmp, tag, result, warm=False):
     """One long run (rows e and f); fills `result`."""
     sim_p, sim = start_sim(sim_binary, POOLS, n_cards, "50ms", seed=3)
+    warm_p = warm_url = None
     if warm:
-        result["warm"] = warm_scrape_time(binary, sim, tmp, sim["cards"])
-        sim_counters(sim)  # the simulator is shared with the warm run: count from here
+        warm_p, warm_url = warm_exporter(binary, sim, tmp, sim["cards"])
     cfg = os.path.join(tmp, f"{tag}.yml")
     write_config(cfg, sim, sim["pools"], sim["cards"], concurrency=8, rps=int(RATE), timeout="10s",
                  card_ttl="60s", pool_ttl="1m", history_ttl="1h", stale_after="1h", history=(30, 12))
@@ -116,6 +119,8 @@ def budget_run(binary, sim_binary, n_cards, seconds, tmp, tag, result, warm=Fals
         dur, body = timed_fetch(url, headers=SCRAPE_TIMEOUT_HEADER)
         rec = analyse(body, at, POOLS, n_cards)
         rec["dur"] = dur
+        if warm_url:
+            rec["warm"], _ = curl(warm_url, headers=SCRAPE_TIMEOUT_HEADER)
         rec["steady"] = window is not None
         scrapes.append(rec)
         loads.append(load1())
@@ -128,6 +133,8 @@ def budget_run(binary, sim_binary, n_cards, seconds, tmp, tag, result, warm=Fals
     done.set()
     end = (time.time(), sim_counters(sim, targets=True)["targets"].get("card_detail", {}))
     stop(p)
+    if warm_p:
+        stop(warm_p)
     stop(sim_p)
     result.update(t0=t0, scrapes=scrapes, polls=polls, window=window, end=end, base=base,
                   load=statistics.mean(loads), n=n_cards, seconds=seconds)
@@ -143,9 +150,13 @@ def within_budget_rows(r, row):
         row("e", head + ": the cold fill never completed", "no complete scrape", "", "MISSED")
         return
     p99 = pct([x["dur"] for x in steady], 99)
-    ratio = p99 / r["warm"]
-    row("e", head + f": scrape p99 over the {len(steady)} scrapes after the cold fill",
-        f"{p99 * 1000:.1f} ms = {ratio:.1f}× the warm scrape {r['warm'] * 1000:.1f} ms",
+    warm = statistics.median([x["warm"] for x in steady])
+    warm99 = pct([x["warm"] for x in steady], 99)
+    ratio = p99 / warm
+    row("e", head + f": scrape p99 over the {len(steady)} scrapes once every card had a value "
+        f"(median {statistics.median([x['dur'] for x in steady]) * 1000:.1f} ms)",
+        f"{p99 * 1000:.1f} ms = {ratio:.1f}× the warm scrape {warm * 1000:.1f} ms "
+        f"(same targets, nothing due, same ticks; its own p99 {warm99 * 1000:.1f} ms)",
         "≤ 3× warm", "met" if ratio <= 3 else "MISSED")
     row("e", "… scrapes reporting tibiot_collect_success 0 (no fault injected: all false)",
         f"{false_failures} target-scrapes in {len(s)} scrapes", "0", "met" if false_failures == 0 else "MISSED")
@@ -154,11 +165,12 @@ def within_budget_rows(r, row):
     per = [(c1.get(i, [0])[0] - c0.get(i, [0])[0]) / ttls for i in set(c1) | set(c0)]
     mean = statistics.mean(per) if per else 0.0
     row("e", f"… upstream card-detail calls per card per TTL (simulator per-target counters, "
-        f"{w1 - w0:.0f} s after the fill)",
+        f"the {w1 - w0:.0f} s after every card had a value)",
         f"{mean:.3f} (per card {min(per):.2f}–{max(per):.2f})", "1.00 ± 0.05",
         "met" if abs(mean - 1) <= 0.05 else "MISSED")
     age = max(x["max_age"] for x in steady)
-    row("e", "… largest card data age served after the fill (now − tibiot_collect_last_success_timestamp_seconds)",
+    row("e", "… largest card data age served once every card had a value "
+        "(now − tibiot_collect_last_success_timestamp_seconds)",
         f"{age:.1f} s = {age / TTL:.2f}× TTL", "≤ 1.2× TTL", "met" if age <= 1.2 * TTL else "MISSED")
 
 

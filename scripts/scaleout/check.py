@@ -87,6 +87,12 @@ def unescape(v):
     return re.sub(r'\\(.)', lambda m: "\n" if m.group(1) == "n" else m.group(1), v)
 
 
+def settled(text):
+    """Nothing pending: every due fetch (the history backfill included) has completed."""
+    pending = [l for l in text.splitlines() if l.startswith("tibiot_collect_pending_targets{")]
+    return bool(pending) and all(l.rsplit(" ", 1)[1] in ("0", "0.0") for l in pending)
+
+
 def series_of_exposition(text):
     """Label sets (without job/instance) of the series that belong to a target."""
     out = set()
@@ -198,13 +204,16 @@ def run(binary, tmp):
         text = get(f"http://{whole}/metrics", timeout=60)
         cards = sum(1 for l in text.splitlines() if l.startswith("tibiot_card_info{"))
         pools = sum(1 for l in text.splitlines() if l.startswith("tibiot_pool_info{"))
-        return series_of_exposition(text) if (cards, pools) == (60, 12) else None
+        return series_of_exposition(text) if (cards, pools) == (60, 12) and settled(text) else None
 
     expected = wait_for("the unsharded exporter to have every target", whole_ready, deadline)
 
     # The shards, scraped directly: each non-empty, disjoint, together the whole.
     def shards_ready():
-        sets = [series_of_exposition(get(f"http://{s}/metrics", timeout=60)) for s in shards]
+        texts = [get(f"http://{s}/metrics", timeout=60) for s in shards]
+        if not all(settled(t) for t in texts):
+            return None
+        sets = [series_of_exposition(t) for t in texts]
         return sets if sets[0] | sets[1] == expected else None
 
     direct = wait_for("the shards to serve every target between them", shards_ready, deadline)

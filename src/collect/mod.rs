@@ -365,6 +365,7 @@ impl Collector {
                 settings: Arc::new(collect.clone()),
                 has_configured: acc.has_configured(),
                 probe_share: probe_share(collect),
+                over_budget: acc.budget.over_budget(),
             });
             log_budget(acc, self.shard);
         }

@@ -19,12 +19,24 @@ use std::collections::BinaryHeap;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Tier of the first registered kind's (pools') details and history refreshes.
+pub const LEAD: u8 = 0;
+/// Tier of details never fetched (or with nothing left to serve).
+pub const COLD: u8 = 1;
+/// Tier of refreshes.
+pub const REFRESH: u8 = 2;
+/// Tier of history never fetched (the closed days and months of a cold start): after
+/// refreshes; over budget, with one turn in every [`BACKFILL_EVERY`] while refreshes wait.
+pub const BACKFILL: u8 = 3;
+/// The backfill's share of the turns while refreshes wait (over budget): one in this many.
+pub const BACKFILL_EVERY: u32 = 10;
+
 /// Where a ready item stands in the queue (smaller first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Order {
     /// `/probe`-only work (not in the configuration) goes after all configured work.
     pub probe: bool,
-    /// 0: pool details and pool refreshes; 1: never-fetched work; 2: refreshes.
+    /// [`LEAD`], [`COLD`], [`REFRESH`] or [`BACKFILL`].
     pub tier: u8,
     /// The kind's place within the tier.
     pub kind: u8,
@@ -98,6 +110,10 @@ pub struct Queue<T> {
     epoch: Instant,
     seq: u64,
     ready: BinaryHeap<Reverse<ReadyItem<T>>>,
+    /// Ready history backfill (configured, never fetched).
+    backfill: BinaryHeap<Reverse<ReadyItem<T>>>,
+    /// Turns taken by other configured work since the backfill's last one.
+    since_backfill: u32,
     /// Ready `/probe`-only items (kept apart so the configured ones can be counted cheaply).
     probes: BinaryHeap<Reverse<ReadyItem<T>>>,
     timers: BinaryHeap<Reverse<Timer<T>>>,
@@ -110,6 +126,8 @@ impl<T> Queue<T> {
             epoch,
             seq: 0,
             ready: BinaryHeap::new(),
+            backfill: BinaryHeap::new(),
+            since_backfill: BACKFILL_EVERY,
             probes: BinaryHeap::new(),
             timers: BinaryHeap::new(),
             parked: Vec::new(),
@@ -132,6 +150,8 @@ impl<T> Queue<T> {
         let r = Reverse(ReadyItem { order, seq, item });
         if order.probe {
             self.probes.push(r);
+        } else if order.tier >= BACKFILL {
+            self.backfill.push(r);
         } else {
             self.ready.push(r);
         }
@@ -195,7 +215,7 @@ impl<T> Queue<T> {
 
     /// Configured items ready.
     pub fn ready_len(&self) -> usize {
-        self.ready.len()
+        self.ready.len() + self.backfill.len()
     }
 
     /// `/probe`-only items ready.
@@ -209,10 +229,25 @@ impl<T> Queue<T> {
         self.timers.len() + self.parked.len()
     }
 
-    /// The first ready item: configured work first; `/probe`-only work only when `probes`
-    /// allows it and no configured work is ready.
-    pub fn pop(&mut self, probes: bool) -> Option<(T, Order)> {
+    /// The first ready item: configured work first — the lead and never-fetched details
+    /// strictly, then refreshes, the history backfill taking every turn no refresh waits for
+    /// and, with `share` (over budget, where refreshes always wait), one in
+    /// [`BACKFILL_EVERY`] while they wait; `/probe`-only work only when `probes` allows it and
+    /// no configured work is ready.
+    pub fn pop(&mut self, probes: bool, share: bool) -> Option<(T, Order)> {
+        let top = self.ready.peek().map(|Reverse(r)| r.order.tier);
+        let backfill_turn = !self.backfill.is_empty()
+            && match top {
+                None => true,
+                Some(t) if t >= REFRESH => share && self.since_backfill >= BACKFILL_EVERY,
+                Some(_) => false,
+            };
+        if backfill_turn && let Some(Reverse(r)) = self.backfill.pop() {
+            self.since_backfill = 0;
+            return Some((r.item, r.order));
+        }
         if let Some(Reverse(r)) = self.ready.pop() {
+            self.since_backfill = self.since_backfill.saturating_add(1);
             return Some((r.item, r.order));
         }
         if probes && let Some(Reverse(r)) = self.probes.pop() {
@@ -224,17 +259,18 @@ impl<T> Queue<T> {
     /// Removes every item (ready, waiting or parked) for which `keep` is false.
     pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         self.ready.retain(|Reverse(r)| keep(&r.item));
+        self.backfill.retain(|Reverse(r)| keep(&r.item));
         self.probes.retain(|Reverse(r)| keep(&r.item));
         self.timers.retain(|Reverse(t)| keep(&t.item));
         self.parked.retain(|t| keep(t));
     }
 }
 
-/// When a value fetched at `fetched` is refreshed next: the latest instant of the item's
-/// phase (`epoch + phase + k × ttl`) that is at most one `ttl` after `fetched`. In the steady
-/// state that is exactly one TTL after the previous refresh's phase instant, so each value
-/// costs one call per TTL and its age stays within the TTL plus the queue's delay; after a
-/// cold fill the refreshes are spread over the next TTL by the phases.
+/// When a value fetched at `fetched` by a cold fetch (its first value) is refreshed: the latest
+/// instant of the item's phase (`epoch + phase + k × ttl`) that is at most one `ttl` after
+/// `fetched`. Values fetched together in a cold fill are so spread over the next TTL; after
+/// that each value is refreshed one TTL after its previous fetch (see `super::sched`), which
+/// keeps them spread, costs one call per TTL and keeps the data age at the TTL.
 pub fn next_refresh(epoch: Instant, phase: Duration, ttl: Duration, fetched: Instant) -> Instant {
     if ttl.is_zero() {
         return fetched;
@@ -316,20 +352,23 @@ mod tests {
     #[test]
     fn ready_items_come_out_in_order() {
         let mut q = Queue::new(Instant::now());
-        q.push_ready("probe", order(true, 0, 0, 0));
-        q.push_ready("card refresh, newer", order(false, 2, 0, 20));
-        q.push_ready("card refresh, older", order(false, 2, 0, 10));
-        q.push_ready("cold card", order(false, 1, 0, 30));
-        q.push_ready("cold pool history", order(false, 1, 1, 5));
-        q.push_ready("pool", order(false, 0, 0, 40));
-        q.push_ready("card refresh, older, second", order(false, 2, 0, 10));
+        q.push_ready("probe", order(true, LEAD, 0, 0));
+        q.push_ready("card refresh, newer", order(false, REFRESH, 0, 20));
+        q.push_ready("card refresh, older", order(false, REFRESH, 0, 10));
+        q.push_ready("cold card", order(false, COLD, 1, 30));
+        q.push_ready("cold pool history", order(false, BACKFILL, 2, 5));
+        q.push_ready("pool", order(false, LEAD, 0, 40));
+        q.push_ready("cold pool", order(false, LEAD, 0, 0));
+        q.push_ready("card refresh, older, second", order(false, REFRESH, 0, 10));
         let mut got = Vec::new();
-        while let Some((i, _)) = q.pop(false) {
+        while let Some((i, _)) = q.pop(false, true) {
             got.push(i);
         }
+        // the backfill's turn comes once the never-fetched details are done (it had none yet)
         assert_eq!(
             got,
             [
+                "cold pool",
                 "pool",
                 "cold card",
                 "cold pool history",
@@ -339,7 +378,34 @@ mod tests {
             ]
         );
         assert_eq!(q.probe_len(), 1);
-        assert_eq!(q.pop(true).map(|x| x.0), Some("probe"));
+        assert_eq!(q.pop(true, true).map(|x| x.0), Some("probe"));
+    }
+
+    #[test]
+    fn the_backfill_gets_one_turn_in_ten_while_refreshes_wait() {
+        let mut q = Queue::new(Instant::now());
+        for i in 0..30u64 {
+            q.push_ready(format!("refresh {i}"), order(false, REFRESH, 0, i));
+        }
+        for i in 0..5u64 {
+            q.push_ready(format!("backfill {i}"), order(false, BACKFILL, 2, 0));
+        }
+        let got: Vec<String> = std::iter::from_fn(|| q.pop(false, true).map(|x| x.0)).collect();
+        let turns: Vec<usize> = got
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.starts_with("backfill"))
+            .map(|(i, _)| i)
+            .collect();
+        // first at once (it waited), then every tenth turn, then the rest when nothing else waits
+        assert_eq!(turns, [0, 11, 22, 33, 34], "{got:?}");
+        // within budget the backfill takes only the turns no refresh waits for
+        for i in 0..3u64 {
+            q.push_ready(format!("refresh {i}"), order(false, REFRESH, 0, i));
+            q.push_ready(format!("backfill {i}"), order(false, BACKFILL, 2, 0));
+        }
+        let got: Vec<String> = std::iter::from_fn(|| q.pop(false, false).map(|x| x.0)).collect();
+        assert!(got[..3].iter().all(|s| s.starts_with("refresh")), "{got:?}");
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! most `4 × concurrency` parts run at once (a part backing off before a retry holds no slot of
 //! the gate, and must not stall the queue behind it).
 
-use super::queue::{Activity, Due, Order, Queue, next_refresh, phase};
+use super::queue::{
+    Activity, BACKFILL, COLD, Due, LEAD, Order, Queue, REFRESH, next_refresh, phase,
+};
 use super::{Target, TargetKind};
 use crate::config::CollectConfig;
 use crate::sys::lock;
@@ -75,14 +77,17 @@ impl State {
     }
 }
 
-const COLD: u64 = 1 << 8;
+const COLD_BIT: u64 = 1 << 8;
+/// The part's latest value came from a cold fetch: its next refresh goes on its phase.
+const SPREAD_BIT: u64 = 1 << 9;
 
 /// A part's bookkeeping, kept in the target: two words, no lock. Every change happens under
 /// the scheduler's lock; scrapes waiting for a value only read it.
 #[derive(Debug, Default)]
 pub(crate) struct Mark {
     /// The state (bits 0–7), whether a scrape waits for it (bit 8: ready or running with
-    /// nothing to serve), and the generation of its live timer (bits 32–63).
+    /// nothing to serve), whether its value came from a cold fetch (bit 9), and the
+    /// generation of its live timer (bits 32–63).
     word: AtomicU64,
     /// The latest attempt ended (queue epoch nanoseconds; 0: never).
     last_attempt: AtomicU64,
@@ -106,12 +111,20 @@ impl Mark {
     }
 
     fn cold(&self) -> bool {
-        self.word() & COLD != 0
+        self.word() & COLD_BIT != 0
     }
 
     fn set_cold(&self, cold: bool) {
+        self.set_bit(COLD_BIT, cold);
+    }
+
+    fn spread(&self) -> bool {
+        self.word() & SPREAD_BIT != 0
+    }
+
+    fn set_bit(&self, bit: u64, on: bool) {
         let w = self.word();
-        self.set(if cold { w | COLD } else { w & !COLD });
+        self.set(if on { w | bit } else { w & !bit });
     }
 
     fn timer(&self) -> u32 {
@@ -153,12 +166,20 @@ pub(crate) struct DueEnv {
     pub(crate) phase_hash: u64,
     /// When the part's latest attempt ended, if it did.
     pub(crate) last_attempt: Option<Instant>,
+    /// The latest value came from a cold fetch (its first): refresh on the phase.
+    pub(crate) spread: bool,
 }
 
 impl DueEnv {
-    /// When a value fetched at `fetched` with this TTL is refreshed.
+    /// When a value fetched at `fetched` with this TTL is refreshed: when its TTL runs out;
+    /// after a cold fetch, on the part's phase within the next TTL instead, so that values
+    /// fetched together in a cold fill do not all fall due together again.
     pub(crate) fn refresh(&self, ttl: Duration, fetched: Instant) -> Instant {
-        next_refresh(self.epoch, phase(self.phase_hash, ttl), ttl, fetched)
+        if self.spread {
+            next_refresh(self.epoch, phase(self.phase_hash, ttl), ttl, fetched)
+        } else {
+            fetched + ttl
+        }
     }
 
     /// When a part whose latest attempt failed is tried again.
@@ -180,6 +201,9 @@ pub(crate) struct Driving {
     pub(crate) has_configured: bool,
     /// The share of the budget `/probe`-only work may use (0: none).
     pub(crate) probe_share: f64,
+    /// The account needs more requests than it is allowed: the history backfill gets its
+    /// share of the turns while refreshes wait (within budget it takes only idle turns).
+    pub(crate) over_budget: bool,
 }
 
 /// One unit of work in the queue (16 bytes).
@@ -225,17 +249,17 @@ fn armed(item: &Item) -> Item {
 }
 
 /// The place of a due part (docs/collection.md, "One fair queue per account"): the first
-/// registered kind (pools) leads with its details and history refreshes; then everything
-/// never fetched (details kind by kind, then history kind by kind); then refreshes, oldest
-/// first.
-fn order(item: &Item, kinds: u8, cold: bool, last_attempt: u64) -> Order {
+/// registered kind (pools) leads with its details and history refreshes; then details never
+/// fetched, kind by kind; then refreshes, oldest first, sharing their turns with the history
+/// backfill (history never fetched, kind by kind).
+fn order(item: &Item, cold: bool, last_attempt: u64) -> Order {
     let lead = item.rank == 0;
     let (tier, kind) = match (item.part, cold) {
-        (Part::Detail, _) if lead => (0, 0),
-        (Part::History, false) if lead => (0, 1),
-        (Part::Detail, true) => (1, item.rank),
-        (Part::History, true) => (1, kinds.saturating_add(item.rank)),
-        (_, false) => (2, 0),
+        (Part::Detail, _) if lead => (LEAD, 0),
+        (Part::History, false) if lead => (LEAD, 1),
+        (Part::Detail, true) => (COLD, item.rank),
+        (Part::History, true) => (BACKFILL, item.rank),
+        (_, false) => (REFRESH, 0),
     };
     Order {
         probe: item.probe,
@@ -256,7 +280,7 @@ struct Inner {
     running_probes: usize,
     /// Ready or running configured parts, two counters per kind (detail, history).
     pending: Vec<usize>,
-    /// Configured cold parts ready or running.
+    /// Configured cold details ready or running (what a scrape waits for).
     cold: usize,
     /// Since when cold parts have been waiting (the current cold episode).
     cold_since: Option<Instant>,
@@ -330,6 +354,7 @@ impl Sched {
             epoch: self.epoch,
             phase_hash: super::shard::target_hash(&t.account, kind.name(), &t.id),
             last_attempt: (last > 0).then(|| self.epoch + Duration::from_nanos(last)),
+            spread: item.mark().spread(),
         }
     }
 
@@ -366,7 +391,7 @@ impl Sched {
             if m.state() == State::Ready {
                 if !item.probe {
                     pending[item.counter()] -= 1;
-                    if m.cold() {
+                    if m.cold() && item.part == Part::Detail {
                         *cold -= 1;
                         removed_cold = true;
                     }
@@ -465,7 +490,6 @@ impl Sched {
             ..
         } = &mut *inner;
         let active = activity.active(now);
-        let kinds = u8::try_from(d.kinds.len()).unwrap_or(u8::MAX);
         let mut became_cold = 0usize;
         let mut forget = Vec::new();
         let next = queue.promote(now, |item| {
@@ -500,9 +524,10 @@ impl Sched {
             m.set_cold(due.cold);
             if !item.probe {
                 pending[item.counter()] += 1;
-                became_cold += usize::from(due.cold);
+                // a scrape waits for details never fetched, not for the history backfill
+                became_cold += usize::from(due.cold && item.part == Part::Detail);
             }
-            Due::Ready(order(item, kinds, due.cold, m.last_attempt()))
+            Due::Ready(order(item, due.cold, m.last_attempt()))
         });
         for k in forget {
             inner.probed.remove(&k);
@@ -629,7 +654,7 @@ impl Sched {
                 let mut inner = lock(&self.inner);
                 self.promote(&mut inner, now);
                 let probes = Self::probes_allowed(&mut inner, &d, now, limit, true).is_ok();
-                match inner.queue.pop(probes) {
+                match inner.queue.pop(probes, d.over_budget) {
                     Some((item, _)) => {
                         item.mark().set_state(State::Running);
                         inner.running += 1;
@@ -715,6 +740,7 @@ impl Sched {
             .store(inner.queue.since(now).max(1), Ordering::Relaxed);
         let was_cold = m.cold();
         m.set_cold(false);
+        m.set_bit(SPREAD_BIT, was_cold);
         let wanted = inner
             .probed
             .get(&item.key())
@@ -736,7 +762,7 @@ impl Sched {
             }
             None => m.set_state(State::Idle),
         }
-        if was_cold && !item.probe {
+        if was_cold && !item.probe && item.part == Part::Detail {
             inner.cold -= 1;
             self.cold_count.store(inner.cold, Ordering::Relaxed);
             if inner.cold == 0 {

@@ -86,6 +86,26 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Scrapes `/metrics` of `server` until nothing is pending (every due fetch, the history
+/// backfill included, has completed; at most 90 s) and returns that body.
+pub async fn settled(server: &Server) -> String {
+    let end = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (status, text) = get(&server.url("/metrics")).await;
+        assert_eq!(status, 200);
+        let s = parse(&text);
+        let pending = find(&s, "tibiot_collect_pending_targets", &[]);
+        if !pending.is_empty() && pending.iter().all(|x| x.value == 0.0) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "still pending after 90 s: {pending:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// GET `url` and return the status and body.
 pub async fn get(url: &str) -> (u16, String) {
     let r = client().get(url).send().await.expect("request");
