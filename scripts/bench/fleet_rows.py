@@ -150,13 +150,16 @@ def within_budget_rows(r, row):
         row("e", head + ": the cold fill never completed", "no complete scrape", "", "MISSED")
         return
     p99 = pct([x["dur"] for x in steady], 99)
+    med = statistics.median([x["dur"] for x in steady])
     warm = statistics.median([x["warm"] for x in steady])
     warm99 = pct([x["warm"] for x in steady], 99)
-    ratio = p99 / warm
-    row("e", head + f": scrape p99 over the {len(steady)} scrapes once every card had a value "
-        f"(median {statistics.median([x['dur'] for x in steady]) * 1000:.1f} ms)",
-        f"{p99 * 1000:.1f} ms = {ratio:.1f}× the warm scrape {warm * 1000:.1f} ms "
-        f"(same targets, nothing due, same ticks; its own p99 {warm99 * 1000:.1f} ms)",
+    # Like for like: the warm exporter is scraped at the same ticks, so a busy machine slows
+    # both; its p99 is the warm scrape time at p99.
+    ratio = p99 / warm99
+    row("e", head + f": scrape p99 over the {len(steady)} scrapes once every card had a value, "
+        f"against the p99 of a warm exporter (same targets, nothing due) scraped at the same ticks",
+        f"{p99 * 1000:.1f} ms = {ratio:.2f}× the warm {warm99 * 1000:.1f} ms "
+        f"(medians {med * 1000:.1f} ms and {warm * 1000:.1f} ms = {med / warm:.2f}×)",
         "≤ 3× warm", "met" if ratio <= 3 else "MISSED")
     row("e", "… scrapes reporting tibiot_collect_success 0 (no fault injected: all false)",
         f"{false_failures} target-scrapes in {len(s)} scrapes", "0", "met" if false_failures == 0 else "MISSED")

@@ -85,7 +85,8 @@ async fn detail(item: &Item, kind: &dyn TargetKind, d: &Driving) {
 }
 
 /// Fetches every period of the target's window that is due now, concurrently (each request
-/// passes the account's gate).
+/// passes the account's gate) — or, for a history never fetched in full (the backfill), the
+/// newest due period only.
 async fn history(item: &Item, kind: &dyn TargetKind, d: &Driving, env: &DueEnv) {
     let s = &d.settings;
     let Some(w) = window(kind, s) else {
@@ -94,7 +95,7 @@ async fn history(item: &Item, kind: &dyn TargetKind, d: &Driving, env: &DueEnv) 
     let ttl = s.history_ttl;
     let now = Instant::now();
     let now_unix = unix_now();
-    let due: Vec<Period> = {
+    let mut due: Vec<(Period, i64)> = {
         let mut guard = lock(&item.target.history);
         let h = guard.get_or_insert_with(Default::default);
         h.align(&w);
@@ -105,10 +106,15 @@ async fn history(item: &Item, kind: &dyn TargetKind, d: &Driving, env: &DueEnv) 
                         .is_some_and(|at| at <= now)
                 })
             })
-            .map(|(p, _)| p)
             .collect()
     };
-    futures::future::join_all(due.into_iter().map(|p| period(item, kind, d, p))).await;
+    if env.cold {
+        // The backfill of a cold history goes one period per turn of the queue, newest first,
+        // so that its share of the account's requests is its share of the turns.
+        due.sort_by_key(|(_, end)| std::cmp::Reverse(*end));
+        due.truncate(1);
+    }
+    futures::future::join_all(due.into_iter().map(|(p, _)| period(item, kind, d, p))).await;
 }
 
 async fn period(item: &Item, kind: &dyn TargetKind, d: &Driving, p: Period) {

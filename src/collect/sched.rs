@@ -168,6 +168,8 @@ pub(crate) struct DueEnv {
     pub(crate) last_attempt: Option<Instant>,
     /// The latest value came from a cold fetch (its first): refresh on the phase.
     pub(crate) spread: bool,
+    /// The part is queued as never fetched (for a history: its backfill).
+    pub(crate) cold: bool,
 }
 
 impl DueEnv {
@@ -355,6 +357,7 @@ impl Sched {
             phase_hash: super::shard::target_hash(&t.account, kind.name(), &t.id),
             last_attempt: (last > 0).then(|| self.epoch + Duration::from_nanos(last)),
             spread: item.mark().spread(),
+            cold: item.mark().cold(),
         }
     }
 
