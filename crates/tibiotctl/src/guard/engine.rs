@@ -36,12 +36,32 @@ pub struct Settings {
     pub config_file: PathBuf,
     pub guard_file: PathBuf,
     pub web_config_file: Option<PathBuf>,
-    /// The bound address: whether it is loopback decides if enforce mode needs authentication.
-    pub listen: SocketAddr,
+    /// `--web.listen-address`, for messages.
+    pub listen: String,
+    /// Whether every address it names is loopback: if not, enforce mode needs authentication.
+    pub listen_loopback: bool,
     /// Upper bound of one API call.
     pub timeout: Duration,
     /// How long a batch is followed.
     pub wait_timeout: Duration,
+}
+
+/// Whether `--web.listen-address` names loopback addresses only (`:PORT` is every interface;
+/// a host name counts as loopback only if all its addresses are).
+pub fn is_loopback_listen(listen: &str) -> bool {
+    if listen.starts_with(':') {
+        return false;
+    }
+    if let Ok(a) = listen.parse::<SocketAddr>() {
+        return a.ip().is_loopback();
+    }
+    match std::net::ToSocketAddrs::to_socket_addrs(listen) {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
 }
 
 /// What is (re)loaded together.
@@ -83,10 +103,11 @@ pub struct AuditFailed(pub String);
 /// users, or client certificates required and verified.
 pub fn check_exposure(
     mode: Mode,
-    listen: SocketAddr,
+    listen: &str,
+    loopback: bool,
     web_config: Option<&std::path::Path>,
 ) -> Result<(), SetupError> {
-    if mode != Mode::Enforce || listen.ip().is_loopback() {
+    if mode != Mode::Enforce || loopback {
         return Ok(());
     }
     let refuse = |why: &str| {
@@ -128,7 +149,8 @@ fn load(settings: &Settings) -> Result<Loaded, SetupError> {
     })?;
     check_exposure(
         guard.mode,
-        settings.listen,
+        &settings.listen,
+        settings.listen_loopback,
         settings.web_config_file.as_deref(),
     )?;
     let mut clients = HashMap::new();

@@ -102,6 +102,23 @@ pub fn run(config_file: PathBuf, timeout: Duration, args: GuardArgs) -> ExitCode
 }
 
 async fn serve(config_file: PathBuf, timeout: Duration, args: GuardArgs) -> ExitCode {
+    // Everything is checked before the port is opened.
+    let settings = Settings {
+        config_file,
+        guard_file: args.guard_file.clone(),
+        web_config_file: args.web_config_file.clone(),
+        listen: args.listen_address.clone(),
+        listen_loopback: engine::is_loopback_listen(&args.listen_address),
+        timeout,
+        wait_timeout: args.wait_timeout,
+    };
+    let guard = match Guard::start(settings) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("tibiotctl: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let listener = match tibiot_exporter::serve::bind_listener(&args.listen_address).await {
         Ok(l) => l,
         Err(e) => {
@@ -117,21 +134,6 @@ async fn serve(config_file: PathBuf, timeout: Duration, args: GuardArgs) -> Exit
         Err(e) => {
             eprintln!("tibiotctl: error: {e}");
             return ExitCode::from(1);
-        }
-    };
-    let settings = Settings {
-        config_file,
-        guard_file: args.guard_file.clone(),
-        web_config_file: args.web_config_file.clone(),
-        listen,
-        timeout,
-        wait_timeout: args.wait_timeout,
-    };
-    let guard = match Guard::start(settings) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("tibiotctl: error: {e}");
-            return ExitCode::from(2);
         }
     };
     let options = tibiot_web::ServerOptions {
