@@ -93,6 +93,31 @@ pub struct SimulateArgs {
     /// One step of a network-operation batch.
     #[arg(long = "batch-step", value_parser = parse_duration, default_value = "400ms")]
     pub batch_step: Duration,
+    /// A card (ICCID) that runs away from the start: it uses --runaway-factor × its normal
+    /// daily usage on top of it until switched off (repeatable).
+    #[arg(long = "runaway-card", value_name = "ICCID")]
+    pub runaway_cards: Vec<String>,
+    /// How many times its normal daily usage a runaway card adds.
+    #[arg(long = "runaway-factor", value_parser = parse_factor, default_value_t = 100.0)]
+    pub runaway_factor: f64,
+    /// The world clock runs this many times faster than real time (for time-compressed
+    /// tests: 60 makes an hour pass in a minute).
+    #[arg(long = "clock-speed", value_parser = parse_speed, default_value_t = 1.0)]
+    pub clock_speed: f64,
+}
+
+fn parse_factor(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=1_000_000.0).contains(&v) => Ok(v),
+        _ => Err("must be a number from 0 to 1000000".into()),
+    }
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.001..=100_000.0).contains(&v) => Ok(v),
+        _ => Err("must be a number from 0.001 to 100000".into()),
+    }
 }
 
 impl SimulateArgs {
@@ -111,6 +136,9 @@ impl SimulateArgs {
             slow_targets: self.slow_targets.clone(),
             slow_delay: self.slow_delay,
             path_prefix: self.path_prefix.clone(),
+            runaway_cards: self.runaway_cards.clone(),
+            runaway_factor: self.runaway_factor,
+            clock_speed: self.clock_speed,
             ..SimOptions::default()
         }
     }
@@ -167,6 +195,10 @@ pub fn run(args: SimulateArgs) -> ExitCode {
     rt.block_on(async move {
         let sim = match SimHandle::start(args.options(), args.listen).await {
             Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
             Err(e) => {
                 eprintln!("error: cannot listen on {}: {e}", args.listen);
                 return ExitCode::from(1);
@@ -188,11 +220,13 @@ pub fn run(args: SimulateArgs) -> ExitCode {
             }
         }
         eprintln!(
-            "simulator serving {} pools and {} cards on http://{} (auth: {}); Ctrl-C to stop",
+            "simulator serving {} pools and {} cards on http://{} (auth: {}, clock speed {}, runaway cards: {}); Ctrl-C to stop",
             sim.pools().len(),
             sim.cards().len(),
             sim.addr(),
-            if args.no_auth { "none" } else { "hmac-sha256" }
+            if args.no_auth { "none" } else { "hmac-sha256" },
+            args.clock_speed,
+            args.runaway_cards.len(),
         );
         stop.await;
         sim.shutdown().await;

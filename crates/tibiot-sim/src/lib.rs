@@ -72,6 +72,12 @@ pub struct SimOptions {
     pub path_prefix: String,
     /// The API calendar (default `+08:00`).
     pub calendar: ApiCalendar,
+    /// Cards (ICCIDs) that run away from the start: `runaway_factor` × their normal daily
+    /// usage on top of it, until the network operation switches them off.
+    pub runaway_cards: Vec<String>,
+    pub runaway_factor: f64,
+    /// The world clock runs this many times faster than real time (1 = real time).
+    pub clock_speed: f64,
 }
 
 impl Default for SimOptions {
@@ -92,6 +98,9 @@ impl Default for SimOptions {
             faults: Vec::new(),
             path_prefix: String::new(),
             calendar: ApiCalendar::default(),
+            runaway_cards: Vec::new(),
+            runaway_factor: 100.0,
+            clock_speed: 1.0,
         }
     }
 }
@@ -154,9 +163,21 @@ impl SimHandle {
                 "path_prefix must start with '/'",
             ));
         }
+        let clock = clock::WorldClock::default();
+        clock.set_speed(opts.clock_speed);
+        let mut world = world::World::generate(opts.seed, opts.pools, opts.cards, opts.calendar);
+        for iccid in &opts.runaway_cards {
+            let Some(i) = world.card_idx(iccid) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("runaway card {iccid:?} is not a card of the simulator"),
+                ));
+            };
+            world = world.with_runaway(i, clock.now(), opts.runaway_factor);
+        }
         let state = Arc::new(SimState {
-            world: world::World::generate(opts.seed, opts.pools, opts.cards, opts.calendar),
-            clock: clock::WorldClock::default(),
+            world,
+            clock,
             verifier: opts.auth.then(|| {
                 auth::Verifier::new(app_key.clone(), SecretString::from(app_secret.clone()))
             }),
@@ -244,14 +265,14 @@ impl SimHandle {
     /// The pool detail the endpoint serves now.
     pub fn pool_detail(&self, code: &str) -> Option<PoolDetail> {
         let i = self.state.world.pool_idx(code)?;
-        self.state.batches.settle(&self.state.world);
+        self.state.batches.settle(&self.state.world, self.now());
         Some(self.state.world.pool_detail(i, self.now()))
     }
 
     /// The card detail the endpoint serves now.
     pub fn card_detail(&self, iccid: &str) -> Option<CardDetail> {
         let i = self.state.world.card_idx(iccid)?;
-        self.state.batches.settle(&self.state.world);
+        self.state.batches.settle(&self.state.world, self.now());
         Some(self.state.world.card_detail(i, self.now()))
     }
 
@@ -281,7 +302,10 @@ impl SimHandle {
 
     /// The batch status the endpoint serves now.
     pub fn batch_status(&self, batch_code: &str) -> Option<Vec<BatchCardStatus>> {
-        let items = self.state.batches.status(&self.state.world, batch_code)?;
+        let items = self
+            .state
+            .batches
+            .status(&self.state.world, batch_code, self.now())?;
         Some(
             items
                 .into_iter()
@@ -325,6 +349,11 @@ impl SimHandle {
     /// Back to real time.
     pub fn reset_clock(&self) {
         self.state.clock.reset();
+    }
+
+    /// Runs the world clock `speed` times faster than real time from now on.
+    pub fn set_clock_speed(&self, speed: f64) {
+        self.state.clock.set_speed(speed);
     }
 
     // ---- faults ----

@@ -317,7 +317,7 @@ fn answer(
     match ep {
         Endpoint::PoolDetail => {
             let i = pool(q)?;
-            state.batches.settle(world);
+            state.batches.settle(world, state.clock.now());
             to_value(serde_json::to_value(world.pool_detail(i, now)))
         }
         Endpoint::PoolMonthUsage => {
@@ -338,7 +338,7 @@ fn answer(
             let code = required(q, "batchCode")?;
             let items = state
                 .batches
-                .status(world, code)
+                .status(world, code, now)
                 .ok_or_else(|| (CODE_NOT_FOUND, format!("batch {code:?} not found")))?;
             Ok(Value::Array(
                 items
@@ -355,7 +355,7 @@ fn answer(
         }
         Endpoint::CardDetail => {
             let i = card(q)?;
-            state.batches.settle(world);
+            state.batches.settle(world, state.clock.now());
             to_value(serde_json::to_value(world.card_detail(i, now)))
         }
         Endpoint::CardMonthUsage => {
@@ -403,7 +403,7 @@ fn network(state: &SimState, body: &[u8]) -> Result<Value, BizError> {
             iccids.len()
         )));
     }
-    state.batches.settle(world);
+    state.batches.settle(world, state.clock.now());
     let mut accepted: Vec<(usize, bool)> = Vec::new();
     let mut errors = Vec::new();
     for item in iccids {
