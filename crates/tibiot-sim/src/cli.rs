@@ -97,6 +97,10 @@ pub struct SimulateArgs {
     /// daily usage on top of it until switched off (repeatable).
     #[arg(long = "runaway-card", value_name = "ICCID")]
     pub runaway_cards: Vec<String>,
+    /// World time after the start at which the runaway cards start (e.g. 25h, to give
+    /// Prometheus a day of normal history first).
+    #[arg(long = "runaway-after", value_parser = parse_duration, default_value = "0s")]
+    pub runaway_after: Duration,
     /// How many times its normal daily usage a runaway card adds.
     #[arg(long = "runaway-factor", value_parser = parse_factor, default_value_t = 100.0)]
     pub runaway_factor: f64,
@@ -138,6 +142,7 @@ impl SimulateArgs {
             path_prefix: self.path_prefix.clone(),
             runaway_cards: self.runaway_cards.clone(),
             runaway_factor: self.runaway_factor,
+            runaway_after: self.runaway_after,
             clock_speed: self.clock_speed,
             ..SimOptions::default()
         }

@@ -76,6 +76,8 @@ pub struct SimOptions {
     /// usage on top of it, until the network operation switches them off.
     pub runaway_cards: Vec<String>,
     pub runaway_factor: f64,
+    /// World time after the start at which the runaway cards start running away.
+    pub runaway_after: Duration,
     /// The world clock runs this many times faster than real time (1 = real time).
     pub clock_speed: f64,
 }
@@ -100,6 +102,7 @@ impl Default for SimOptions {
             calendar: ApiCalendar::default(),
             runaway_cards: Vec::new(),
             runaway_factor: 100.0,
+            runaway_after: Duration::ZERO,
             clock_speed: 1.0,
         }
     }
@@ -173,7 +176,10 @@ impl SimHandle {
                     format!("runaway card {iccid:?} is not a card of the simulator"),
                 ));
             };
-            world = world.with_runaway(i, clock.now(), opts.runaway_factor);
+            let after = chrono::Duration::from_std(opts.runaway_after)
+                .unwrap_or(chrono::Duration::MAX)
+                .min(chrono::Duration::days(3650));
+            world = world.with_runaway(i, clock.now() + after, opts.runaway_factor);
         }
         let state = Arc::new(SimState {
             world,
