@@ -93,20 +93,29 @@ pub struct SimulateArgs {
     /// One step of a network-operation batch.
     #[arg(long = "batch-step", value_parser = parse_duration, default_value = "400ms")]
     pub batch_step: Duration,
-    /// A card (ICCID) that runs away from the start: it uses --runaway-factor × its normal
-    /// daily usage on top of it until switched off (repeatable).
+    /// Runaway cards and the world clock's speed.
+    #[command(flatten)]
+    pub knobs: Box<TimeKnobs>,
+}
+
+/// `simulate` flags for time-compressed end-to-end tests (boxed: `SimulateArgs` sits in the
+/// exporter's command enum).
+#[derive(Debug, Clone, Args)]
+pub struct TimeKnobs {
+    /// A card (ICCID) that runs away: it uses --runaway-factor × its normal daily usage on top
+    /// of it until switched off (repeatable).
     #[arg(long = "runaway-card", value_name = "ICCID")]
     pub runaway_cards: Vec<String>,
     /// World time after the start at which the runaway cards start (e.g. 25h, to give
     /// Prometheus a day of normal history first).
-    #[arg(long = "runaway-after", value_parser = parse_duration, default_value = "0s")]
+    #[arg(long = "runaway-after", value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
     pub runaway_after: Duration,
     /// How many times its normal daily usage a runaway card adds.
-    #[arg(long = "runaway-factor", value_parser = parse_factor, default_value_t = 100.0)]
+    #[arg(long = "runaway-factor", value_name = "N", value_parser = parse_factor, default_value_t = 100.0)]
     pub runaway_factor: f64,
     /// The world clock runs this many times faster than real time (for time-compressed
     /// tests: 60 makes an hour pass in a minute).
-    #[arg(long = "clock-speed", value_parser = parse_speed, default_value_t = 1.0)]
+    #[arg(long = "clock-speed", value_name = "N", value_parser = parse_speed, default_value_t = 1.0)]
     pub clock_speed: f64,
 }
 
@@ -140,10 +149,10 @@ impl SimulateArgs {
             slow_targets: self.slow_targets.clone(),
             slow_delay: self.slow_delay,
             path_prefix: self.path_prefix.clone(),
-            runaway_cards: self.runaway_cards.clone(),
-            runaway_factor: self.runaway_factor,
-            runaway_after: self.runaway_after,
-            clock_speed: self.clock_speed,
+            runaway_cards: self.knobs.runaway_cards.clone(),
+            runaway_factor: self.knobs.runaway_factor,
+            runaway_after: self.knobs.runaway_after,
+            clock_speed: self.knobs.clock_speed,
             ..SimOptions::default()
         }
     }
@@ -230,8 +239,8 @@ pub fn run(args: SimulateArgs) -> ExitCode {
             sim.cards().len(),
             sim.addr(),
             if args.no_auth { "none" } else { "hmac-sha256" },
-            args.clock_speed,
-            args.runaway_cards.len(),
+            args.knobs.clock_speed,
+            args.knobs.runaway_cards.len(),
         );
         stop.await;
         sim.shutdown().await;

@@ -120,12 +120,15 @@ pub struct Card {
 /// Smallest normal daily usage a runaway factor multiplies, KB (50 MB).
 const RUNAWAY_MIN_DAILY_KB: f64 = 50.0 * 1024.0;
 
+/// A world-time interval `[start, end)`; `None`: still open.
+type Interval = (DateTime<Utc>, Option<DateTime<Utc>>);
+
 /// Extra usage of a runaway card.
 #[derive(Debug)]
 struct Runaway {
     kb_per_day: f64,
-    /// World-time intervals of runaway usage, `[start, end)`; the last may be open.
-    active: Mutex<Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>>,
+    /// Intervals of runaway usage; the last may be open.
+    active: Mutex<Vec<Interval>>,
 }
 
 /// The generated world plus the cards' current statuses (changed by network operations).

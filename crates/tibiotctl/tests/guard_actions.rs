@@ -17,13 +17,13 @@ async fn dry_run_sends_nothing_and_enforce_switches_exactly_the_named_card_once(
     let before = statuses(&sim);
     let alert = Alert::runaway(&target, "a1b2c3d4e5f60718");
 
-    let (code, body) = guard.post("/webhook", message(&[alert.clone()])).await;
+    let (code, body) = guard.post("/webhook", one(&alert)).await;
     assert_eq!(code, 200, "{body}");
     guard
         .wait_decisions("runaway", "disable", "dry_run", 1.0)
         .await;
     // repeated: decided once
-    let (code, body) = guard.post("/webhook", message(&[alert.clone()])).await;
+    let (code, body) = guard.post("/webhook", one(&alert)).await;
     assert_eq!(
         (code, body.as_str()),
         (200, "accepted: 0 decided, 1 repeated\n")
@@ -39,13 +39,13 @@ async fn dry_run_sends_nothing_and_enforce_switches_exactly_the_named_card_once(
     assert_eq!(code, 200, "{body}");
     assert_eq!(guard.value("tibiot_guard_enforcing", &[]).await, 1.0);
 
-    let (code, body) = guard.post("/webhook", message(&[alert.clone()])).await;
+    let (code, body) = guard.post("/webhook", one(&alert)).await;
     assert_eq!(
         (code, body.as_str()),
         (200, "accepted: 1 decided, 0 repeated\n")
     );
     // Alertmanager retries at once (e.g. after a timeout): the action is in flight.
-    let (code, body) = guard.post("/webhook", message(&[alert.clone()])).await;
+    let (code, body) = guard.post("/webhook", one(&alert)).await;
     assert_eq!(
         (code, body.as_str()),
         (200, "accepted: 0 decided, 1 repeated\n")
@@ -70,7 +70,7 @@ async fn dry_run_sends_nothing_and_enforce_switches_exactly_the_named_card_once(
 
     // Repeated notifications later send nothing more.
     for _ in 0..3 {
-        let (code, _) = guard.post("/webhook", message(&[alert.clone()])).await;
+        let (code, _) = guard.post("/webhook", one(&alert)).await;
         assert_eq!(code, 200);
     }
     assert_eq!(network_requests(&sim), 1);
@@ -263,7 +263,7 @@ async fn a_restart_keeps_the_state() {
     );
     let alert = Alert::runaway(a, "00000000000000d1");
     let guard = Guard::start(&files, &[]);
-    guard.post("/webhook", message(&[alert.clone()])).await;
+    guard.post("/webhook", one(&alert)).await;
     guard
         .wait_decisions("runaway", "disable", "done", 1.0)
         .await;
@@ -274,7 +274,7 @@ async fn a_restart_keeps_the_state() {
         guard.value("tibiot_guard_cards_switched_off", &[]).await,
         1.0
     );
-    let (code, body) = guard.post("/webhook", message(&[alert.clone()])).await;
+    let (code, body) = guard.post("/webhook", one(&alert)).await;
     assert_eq!(
         (code, body.as_str()),
         (200, "accepted: 0 decided, 1 repeated\n")
@@ -312,12 +312,12 @@ async fn a_request_without_an_answer_is_never_resent() {
     let files = Files::new(&sim, &guard_yaml("enforce", false, ""));
     let guard = Guard::start(&files, &[]);
     let alert = Alert::runaway(&cards[1], "00000000000000e1");
-    guard.post("/webhook", message(&[alert.clone()])).await;
+    guard.post("/webhook", one(&alert)).await;
     guard
         .wait_decisions("runaway", "disable", "unknown", 1.0)
         .await;
     for _ in 0..3 {
-        guard.post("/webhook", message(&[alert.clone()])).await;
+        guard.post("/webhook", one(&alert)).await;
     }
     assert_eq!(network_requests(&sim), 1);
     let recs = files.audit_records();

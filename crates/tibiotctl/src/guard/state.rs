@@ -203,11 +203,10 @@ impl State {
             starts_at: sa.clone(),
         };
         let previous = self.decided.insert(key, r.outcome);
-        let counted = match (mode, r.outcome) {
-            (Mode::Enforce, Outcome::Sending) => true,
-            (Mode::DryRun, Outcome::DryRun) => true,
-            _ => false,
-        };
+        let counted = matches!(
+            (mode, r.outcome),
+            (Mode::Enforce, Outcome::Sending) | (Mode::DryRun, Outcome::DryRun)
+        );
         if r.action == Action::Disable && counted && previous.is_none() {
             let q = self.disables.entry(mode).or_default();
             // Lines are written in time order; keep the queue sorted if a clock went back.

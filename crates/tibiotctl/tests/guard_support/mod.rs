@@ -382,3 +382,8 @@ pub fn statuses(sim: &SimHandle) -> Vec<(String, i64)> {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// A webhook message holding one alert.
+pub fn one(alert: &Alert) -> String {
+    message(std::slice::from_ref(alert))
+}
