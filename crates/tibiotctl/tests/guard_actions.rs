@@ -330,3 +330,44 @@ async fn a_request_without_an_answer_is_never_resent() {
     drop(guard);
     sim.shutdown().await;
 }
+
+/// Alertmanager gets its answer while the action is still out (the API is slow here), and a
+/// retry at that moment does not act twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_answers_before_the_action_ends() {
+    let sim = sim().await;
+    let cards = normal_cards(&sim);
+    sim.set_fault(
+        tibiot_sim::FaultRule::new(tibiot_sim::Fault::Slow(std::time::Duration::from_secs(8)))
+            .endpoint(tibiot_api::Endpoint::CardNetwork),
+    );
+    let files = Files::new(&sim, &guard_yaml("enforce", false, ""));
+    let guard = Guard::start(&files, &["--timeout=60s"]);
+    let alert = Alert::runaway(&cards[1], "00000000000000f7");
+    let (code, body) = guard.post("/webhook", one(&alert)).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "accepted: 1 decided, 0 repeated\n")
+    );
+    // Answered, and the request is still with the (slow) API.
+    assert_eq!(
+        guard.value("tibiot_guard_actions_in_flight", &[]).await,
+        1.0
+    );
+    assert_eq!(guard.decisions("runaway", "disable", "done").await, 0.0);
+    let (code, body) = guard.post("/webhook", one(&alert)).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "accepted: 0 decided, 1 repeated\n")
+    );
+    guard
+        .wait_decisions("runaway", "disable", "done", 1.0)
+        .await;
+    assert_eq!(
+        guard.value("tibiot_guard_actions_in_flight", &[]).await,
+        0.0
+    );
+    assert_eq!(network_requests(&sim), 1);
+    drop(guard);
+    sim.shutdown().await;
+}
