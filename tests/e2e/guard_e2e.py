@@ -12,8 +12,9 @@ in the simulator and shown so by the exporter, and no other card is touched.
 Time compression. TibiotCardRunaway compares a card's recent usage with its own normal over a
 day or more, which a CI run cannot wait for. So the whole world runs N times faster:
 
-- the simulator's world clock runs N x real time (`simulate --clock-speed=N`), and its runaway
-  card starts after enough world time for the rule's longest look-back (`--runaway-after`);
+- the simulator's world clock runs N x real time (`simulate --clock-speed=N`) from the 10th of
+  the month (`--clock-start`, so no month start falls into the run), and its runaway card
+  starts after enough world time for the rule's longest look-back (`--runaway-after`);
 - the rules file is derived from the shipped one by dividing every duration by N -- the range
   and subquery windows and offsets in `expr`, `for` and `keep_firing_for` -- and the test
   asserts that this mechanical transformation changed nothing else;
@@ -424,10 +425,16 @@ def run(args, report, workdir, children, rules, n, warmup_world_s):
     seed, runaway_index = 1, 0
     runaway = sim_iccid(seed, runaway_index)
     app_key, app_secret = "e2e-key", "e2e-" + os.urandom(8).hex()
+    # The world starts on the 10th of this month, 00:00 API time: the run (a few world days at
+    # most) never crosses a month start, whatever today's date (month resets are the rule's
+    # unit tests' business, not this test's).
+    now = time.gmtime()
+    clock_start = f"{now.tm_year:04d}-{now.tm_mon:02d}-10T00:00:00+08:00"
     sim = Child("simulate", [args.exporter, "simulate", "--listen=127.0.0.1:0", f"--seed={seed}", "--pools=4",
                              "--cards=16", f"--clock-speed={n}", f"--runaway-card={runaway}",
                              f"--runaway-after={int(warmup_world_s)}s", f"--runaway-factor={RUNAWAY_FACTOR}",
-                             "--batch-step=200ms", f"--app-key={app_key}", f"--app-secret={app_secret}"], workdir,
+                             f"--clock-start={clock_start}", "--batch-step=200ms", f"--app-key={app_key}",
+                             f"--app-secret={app_secret}"], workdir,
                 stdout_pipe=True)
     children.append(sim)
     sim_start = time.time()
@@ -448,7 +455,10 @@ def run(args, report, workdir, children, rules, n, warmup_world_s):
                           "app_secret": app_secret, "pools": announce["pools"], "cards": cards}],
             "collect": {"timeout": "5s", "timeout_offset": "200ms", "requests_per_second": 0,
                         "pool_ttl": ttl(60), "card_ttl": ttl(15 * 60), "history_ttl": ttl(3600),
-                        "stale_after": ttl(3600)},
+                        "stale_after": ttl(3600),
+                        # The exporter's history windows follow the real calendar, the world
+                        # does not: no history (the rules read the live counters).
+                        "history": {"pool_days": 0, "pool_months": 0, "card_days": 0, "card_months": 0}},
         }, f, sort_keys=False)
     exporter_port = free_port()
     exporter = Child("exporter", [args.exporter, f"--config.file={config}",

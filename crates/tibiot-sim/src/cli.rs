@@ -117,6 +117,16 @@ pub struct TimeKnobs {
     /// tests: 60 makes an hour pass in a minute).
     #[arg(long = "clock-speed", value_name = "N", value_parser = parse_speed, default_value_t = 1.0)]
     pub clock_speed: f64,
+    /// World time at the start, RFC 3339 (default: real time), e.g. to keep a test away from a
+    /// month start.
+    #[arg(long = "clock-start", value_name = "TIME", value_parser = parse_time)]
+    pub clock_start: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{e} (e.g. 2026-03-10T00:00:00+08:00)"))
 }
 
 fn parse_factor(s: &str) -> Result<f64, String> {
@@ -153,6 +163,7 @@ impl SimulateArgs {
             runaway_factor: self.knobs.runaway_factor,
             runaway_after: self.knobs.runaway_after,
             clock_speed: self.knobs.clock_speed,
+            clock_start: self.knobs.clock_start,
             ..SimOptions::default()
         }
     }

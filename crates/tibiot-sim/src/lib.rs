@@ -80,6 +80,8 @@ pub struct SimOptions {
     pub runaway_after: Duration,
     /// The world clock runs this many times faster than real time (1 = real time).
     pub clock_speed: f64,
+    /// World time at the start (`None`: real time).
+    pub clock_start: Option<DateTime<Utc>>,
 }
 
 impl Default for SimOptions {
@@ -104,6 +106,7 @@ impl Default for SimOptions {
             runaway_factor: 100.0,
             runaway_after: Duration::ZERO,
             clock_speed: 1.0,
+            clock_start: None,
         }
     }
 }
@@ -167,6 +170,10 @@ impl SimHandle {
             ));
         }
         let clock = clock::WorldClock::default();
+        if let Some(at) = opts.clock_start {
+            clock.freeze(Some(at));
+            clock.resume();
+        }
         clock.set_speed(opts.clock_speed);
         let mut world = world::World::generate(opts.seed, opts.pools, opts.cards, opts.calendar);
         for iccid in &opts.runaway_cards {
