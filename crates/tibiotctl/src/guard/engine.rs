@@ -263,6 +263,17 @@ impl Guard {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The exposure check again, on the files as they are now: the web layer applies a changed
+    /// web config file without a restart, so authentication could have been removed since.
+    pub fn still_protected(&self) -> Result<(), SetupError> {
+        check_exposure(
+            self.mode(),
+            &self.settings.listen,
+            self.settings.listen_loopback,
+            self.settings.web_config_file.as_deref(),
+        )
+    }
+
     /// Counts one webhook message by result.
     pub fn metrics_notification(&self, result: &str) {
         self.metrics.notification(result);

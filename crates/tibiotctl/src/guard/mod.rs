@@ -230,7 +230,15 @@ async fn webhook(State(guard): State<Arc<Guard>>, body: Bytes) -> Response {
     };
     let g = guard.clone();
     // Audit lines are fsynced: off the async workers.
-    match tokio::task::spawn_blocking(move || g.handle(n)).await {
+    let handled = tokio::task::spawn_blocking(move || {
+        g.still_protected().map_err(|e| {
+            tracing::error!(error = %e, "webhook refused: nothing done");
+            engine::AuditFailed(e.to_string())
+        })?;
+        g.handle(n)
+    })
+    .await;
+    match handled {
         Ok(Ok(h)) => {
             guard.metrics_notification("accepted");
             text(
