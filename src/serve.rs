@@ -70,6 +70,14 @@ pub struct LogFlags {
     pub format: LogFormat,
 }
 
+impl LogFlags {
+    /// Installs the global logger these flags describe (`tibiotctl guard` logs like the
+    /// exporter). An unknown level is an error.
+    pub fn init(&self) -> Result<(), String> {
+        logging::init(&self.level, self.format)
+    }
+}
+
 /// Listens on `--web.listen-address`. `:9869` means every interface, IPv6 and IPv4 like the Go
 /// exporters (`[::]:9869`, dual-stack), falling back to `0.0.0.0:9869` where IPv6 is off;
 /// other forms (`127.0.0.1:9869`, `[::1]:9869`, `host:9869`) are bound as given.

@@ -350,8 +350,8 @@ fn validate(raw: RawGuard, base: &Path) -> Result<GuardConfig, GuardConfigError>
         }
         Some(p) => {
             let path = resolve(base, p);
-            let list =
-                read_cards_file(&path).map_err(|e| GuardConfigError::new("protect_file", e))?;
+            let list = read_cards_file(&path)
+                .map_err(|e| GuardConfigError::new("protect_file", e.to_string()))?;
             protect.extend(list);
             Some(path)
         }

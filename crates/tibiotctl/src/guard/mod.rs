@@ -26,7 +26,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tibiot_exporter::logging::LogFormat;
 
 /// The default `--guard.file`.
 pub const DEFAULT_GUARD_FILE: &str = "guard.yml";
@@ -59,29 +58,15 @@ pub struct GuardArgs {
     /// Requests served at once; beyond it 503 at once. 0: no limit.
     #[arg(long = "web.max-requests", value_name = "N", default_value_t = tibiot_web::DEFAULT_MAX_REQUESTS, help_heading = "Web")]
     pub max_requests: usize,
-    /// Only log messages with this severity or above: error, warn, info, debug.
-    #[arg(
-        long = "log.level",
-        value_name = "LEVEL",
-        default_value = "info",
-        help_heading = "Logging"
-    )]
-    pub log_level: String,
-    /// Log format.
-    #[arg(
-        long = "log.format",
-        value_enum,
-        value_name = "FORMAT",
-        default_value = "logfmt",
-        help_heading = "Logging"
-    )]
-    pub log_format: LogFormat,
+    /// `--log.level`, `--log.format` (the exporter's).
+    #[command(flatten, next_help_heading = "Logging")]
+    pub log: tibiot_exporter::serve::LogFlags,
 }
 
 /// Runs the guard until SIGTERM/SIGINT; returns the exit status (2: bad files or an
 /// unprotected enforce mode, 1: runtime failure).
 pub fn run(config_file: PathBuf, timeout: Duration, args: GuardArgs) -> ExitCode {
-    if let Err(e) = tibiot_exporter::logging::init(&args.log_level, args.log_format) {
+    if let Err(e) = args.log.init() {
         eprintln!("tibiotctl: error: {e}");
         return ExitCode::from(2);
     }
