@@ -97,16 +97,15 @@ UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w"
 
 
 def dur_ms(s):
-    total = 0
-    for n, unit in re.findall(r"(\d+)(ms|[smhdwy])", s):
-        total += int(n) * UNIT_MS[unit]
-    if not total or "".join(f"{n}{u}" for n, u in re.findall(r"(\d+)(ms|[smhdwy])", s)) != s:
+    parts = re.findall(r"(\d+)(ms|[smhdwy])", s)
+    if not parts or "".join(f"{n}{u}" for n, u in parts) != s:
         raise ValueError(f"not a duration: {s!r}")
-    return total
+    return sum(int(n) * UNIT_MS[u] for n, u in parts)
 
 
 def fmt_ms(ms):
-    return f"{max(1, int(round(ms)))}ms"
+    """A duration in ms; a non-zero one stays at least 1ms."""
+    return "0s" if ms == 0 else f"{max(1, int(round(ms)))}ms"
 
 
 # A duration inside a range or subquery selector `[5m]`, `[1h:5m]`, `[1h:]`, or after `offset`.
@@ -181,10 +180,11 @@ def check_scaling(orig, scaled, n):
         for ro, rs in zip(go["rules"], gs["rules"]):
             a, b = expr_durations(str(ro.get("expr", ""))), expr_durations(str(rs.get("expr", "")))
             for xs, ys in zip(a, b):
-                if len(xs) != len(ys) or any(abs(y - max(1, round(x / n))) > 0 for x, y in zip(xs, ys)):
+                if len(xs) != len(ys) or any(y != (max(1, round(x / n)) if x else 0) for x, y in zip(xs, ys)):
                     return f"durations of {ro.get('alert') or ro.get('record')} not divided by {n}: {xs} -> {ys}"
             for k in TIMED_KEYS:
-                if k in ro and dur_ms(str(rs[k])) != max(1, round(dur_ms(str(ro[k])) / n)):
+                want = dur_ms(str(ro[k])) if k in ro else 0
+                if k in ro and dur_ms(str(rs[k])) != (max(1, round(want / n)) if want else 0):
                     return f"{k} of {ro.get('alert')} not divided by {n}"
     return None
 
