@@ -57,7 +57,7 @@ ALERT = "TibiotCardRunaway"
 
 SCRAPE_S = 0.5           # scrape and evaluation interval, wall seconds (N x that in world time)
 MIN_SAMPLES = 3          # scrapes that must fit into the rule's shortest window
-MAX_SPEED = 1800
+MAX_SPEED = 600         # a 0.5 s scrape is then 5 world minutes, finer than the cards' 15 min updates
 WORLD_DETECTION_LIMIT_S = 3600  # a runaway is named within 60 min of its start (world time)
 RUNAWAY_FACTOR = 100     # the runaway card uses 100 x its normal daily usage on top
 # Test-only credentials of the guard's web config (bcrypt cost 4 of "e2e-guard-password").
