@@ -28,7 +28,6 @@ use std::time::Duration;
 use tibiot_api::{Client, Gate};
 use tibiot_exporter::config::{Config, excerpt, is_valid_iccid};
 use tibiot_web::WebConfig;
-use tibiot_web::config::ClientAuth;
 
 /// Where the guard reads its files and how it acts.
 #[derive(Debug, Clone)]
@@ -121,17 +120,38 @@ pub fn check_exposure(
     let Some(path) = web_config else {
         return refuse("no --web.config.file");
     };
-    let cfg = WebConfig::load(path).map_err(|e| SetupError(format!("invalid {e}")))?;
-    let certs = cfg
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.client_auth == ClientAuth::RequireAndVerifyClientCert);
-    if cfg.basic_auth_users.is_empty() && !certs {
+    if !web_config_authenticates(path)? {
         return refuse(
             "the web config has neither basic_auth_users nor verified client certificates",
         );
     }
     Ok(())
+}
+
+/// Whether a web config file requires authentication: `basic_auth_users`, or
+/// `tls_server_config.client_auth_type: RequireAndVerifyClientCert` (the exporter-toolkit
+/// format). The web layer validates the file as a whole; this reads only those keys and never
+/// quotes the file (it holds password hashes).
+fn web_config_authenticates(path: &std::path::Path) -> Result<bool, SetupError> {
+    let invalid = |why: String| SetupError(format!("invalid web config {}: {why}", path.display()));
+    WebConfig::load(path).map_err(|e| SetupError(format!("invalid {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|e| invalid(e.kind().to_string()))?;
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| {
+        invalid(match e.location() {
+            Some(l) => format!("not YAML (line {})", l.line()),
+            None => "not YAML".into(),
+        })
+    })?;
+    let users = v
+        .get("basic_auth_users")
+        .and_then(serde_yaml_ng::Value::as_mapping)
+        .is_some_and(|m| !m.is_empty());
+    let certs = v
+        .get("tls_server_config")
+        .and_then(|t| t.get("client_auth_type"))
+        .and_then(serde_yaml_ng::Value::as_str)
+        == Some("RequireAndVerifyClientCert");
+    Ok(users || certs)
 }
 
 fn load(settings: &Settings) -> Result<Loaded, SetupError> {

@@ -71,7 +71,7 @@ pub fn run(config_file: PathBuf, timeout: Duration, args: GuardArgs) -> ExitCode
         return ExitCode::from(2);
     }
     if let Some(web) = &args.web_config_file
-        && let Err(e) = tibiot_web::server::check_file(web)
+        && let Err(e) = tibiot_web::WebConfig::load(web)
     {
         eprintln!("tibiotctl: error: invalid {e}");
         return ExitCode::from(2);
