@@ -553,6 +553,23 @@ def check_systemd(c):
         c.check(not rest, "systemd-analyze verify deploy/systemd/tibiot-exporter.service", "; ".join(rest))
 
 
+def check_guard_unit(c):
+    """deploy/systemd/tibiotctl-guard.service: verified by systemd, state kept, reload by SIGHUP."""
+    path = os.path.join(ROOT, "deploy", "systemd", "tibiotctl-guard.service")
+    with open(path, encoding="utf-8") as f:
+        text = re.sub(r"\\\n\s*", " ", f.read())
+    for want in ("StateDirectory=tibiotctl-guard", "ExecReload=/bin/kill -HUP $MAINPID", "--guard.file=",
+                 "--web.config.file=", "DynamicUser=yes", "ProtectSystem=strict"):
+        c.check(want in text, f"guard unit has {want}")
+    if shutil.which("systemd-analyze"):
+        with tempfile.TemporaryDirectory() as tmp:
+            unit = os.path.join(tmp, "tibiotctl-guard.service")
+            shutil.copy(path, unit)
+            code, out = run(["systemd-analyze", "verify", unit])
+        rest = [l for l in out.splitlines() if l and "/usr/local/bin/tibiotctl is not executable" not in l]
+        c.check(not rest, "systemd-analyze verify deploy/systemd/tibiotctl-guard.service", "; ".join(rest))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--schema", default=os.environ.get("GRAFANA_DASHBOARD_SCHEMA"),
@@ -577,6 +594,7 @@ def main():
         ("alertmanager", lambda: check_alertmanager(c)),
         ("container", lambda: check_container(c)),
         ("systemd", lambda: check_systemd(c)),
+        ("guard unit", lambda: check_guard_unit(c)),
     ]
     for name, fn in sections:
         print(f"== {name}")
