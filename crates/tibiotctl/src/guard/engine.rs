@@ -163,7 +163,7 @@ fn load(settings: &Settings) -> Result<Loaded, SetupError> {
     })?;
     let config = Config::load(&settings.config_file).map_err(|e| {
         SetupError(format!(
-            "invalid configuration {}: {e}",
+            "invalid configuration {}:\n{e}",
             settings.config_file.display()
         ))
     })?;
