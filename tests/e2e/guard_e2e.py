@@ -444,9 +444,10 @@ def run(args, report, workdir, children, rules, n, warmup_world_s):
     runaway_wall = sim_start + warmup_world_s / n
     cards = announce["cards"]
 
-    # The exporter, its TTLs divided by N.
+    # The exporter, its TTLs divided by N (the configuration accepts no TTL under 1 s: the
+    # pools' 1m becomes N/60 world minutes; the cards' 15m, which the rule is built for, scales).
     def ttl(world_s):
-        return fmt_ms(max(100, world_s * 1000 / n))
+        return fmt_ms(max(1000, world_s * 1000 / n))
 
     config = os.path.join(workdir, "tibiot-exporter.yml")
     with open(config, "w", encoding="utf-8") as f:
