@@ -22,8 +22,9 @@ day or more, which a CI run cannot wait for. So the whole world runs N times fas
   are divided by N as well; scrapes and rule evaluations run every 0.5 s (N/2 seconds of world
   time each).
 
-N is chosen from the rule itself: as large as the rule's shortest window allows (at least three
-scrapes in it), so the warm-up (its longest look-back, divided by N) is as short as possible.
+N is chosen from the rule itself: as large as the rule's shortest window allows (three scrapes
+in it, two if the warm-up would not fit the budget otherwise), so the warm-up (its longest
+look-back, divided by N) is as short as possible.
 Expressions that compare usage differences over windows are unchanged by this compression (the
 usage and the windows scale together); the delay from the runaway's start to the alert, in
 world time, is reported and must be at most 60 min.
@@ -384,8 +385,12 @@ def main():
         return 0
     shortest, longest = lb
     shortest = shortest or 3_600_000
-    n = max(1, min(MAX_SPEED, int(shortest / 1000 / (MIN_SAMPLES * SCRAPE_S))))
     warmup_world_s = longest / 1000 + 300  # the longest look-back, plus 5 world minutes
+    # As fast as three scrapes in the shortest window allow; if the warm-up is then still over
+    # the budget, down to two scrapes in it.
+    n = max(1, min(MAX_SPEED, int(shortest / 1000 / (MIN_SAMPLES * SCRAPE_S))))
+    if warmup_world_s / n > args.budget:
+        n = max(n, min(MAX_SPEED, int(shortest / 1000 / (2 * SCRAPE_S)), int(warmup_world_s / args.budget) + 1))
     warmup_s = warmup_world_s / n
     info(f"{ALERT}: shortest window {fmt_ms(shortest)}, longest look-back {fmt_ms(longest)} -> speed N={n}: "
          f"a {SCRAPE_S:g}s scrape is {SCRAPE_S * n / 60:.1f} world minutes, warm-up {warmup_s:.0f}s "
