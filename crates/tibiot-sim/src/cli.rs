@@ -121,6 +121,10 @@ pub struct TimeKnobs {
     /// month start.
     #[arg(long = "clock-start", value_name = "TIME", value_parser = parse_time)]
     pub clock_start: Option<chrono::DateTime<chrono::Utc>>,
+    /// Serve `POST /-/clock?at=RFC3339` (freeze the world clock there) and
+    /// `POST /-/clock?resume`, unauthenticated, to read the world at chosen times.
+    #[arg(long = "clock-control")]
+    pub clock_control: bool,
 }
 
 fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -164,6 +168,7 @@ impl SimulateArgs {
             runaway_after: self.knobs.runaway_after,
             clock_speed: self.knobs.clock_speed,
             clock_start: self.knobs.clock_start,
+            clock_control: self.knobs.clock_control,
             ..SimOptions::default()
         }
     }

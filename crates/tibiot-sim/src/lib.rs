@@ -82,6 +82,10 @@ pub struct SimOptions {
     pub clock_speed: f64,
     /// World time at the start (`None`: real time).
     pub clock_start: Option<DateTime<Utc>>,
+    /// Serve `POST /-/clock?at=RFC3339` (freeze the world clock there) and
+    /// `POST /-/clock?resume` (let it run again), unauthenticated: for tests that read the
+    /// world at chosen times. Off by default.
+    pub clock_control: bool,
 }
 
 impl Default for SimOptions {
@@ -107,6 +111,7 @@ impl Default for SimOptions {
             runaway_after: Duration::ZERO,
             clock_speed: 1.0,
             clock_start: None,
+            clock_control: false,
         }
     }
 }
@@ -122,6 +127,7 @@ pub struct SimState {
     pub(crate) batches: batches::Batches,
     pub(crate) latency: Duration,
     pub(crate) prefix: String,
+    pub(crate) clock_control: bool,
     pub(crate) trace_salt: u64,
     pub(crate) trace_counter: AtomicU64,
 }
@@ -205,6 +211,7 @@ impl SimHandle {
             batches: batches::Batches::new(opts.batch_step),
             latency: opts.latency,
             prefix,
+            clock_control: opts.clock_control,
             trace_salt: rand::rng().next_u64(),
             trace_counter: AtomicU64::new(1),
         });
