@@ -402,7 +402,10 @@ fn clock_control(state: &SimState, method: &Method, query: Option<&str>) -> Resp
     } else {
         return state.envelope(StatusCode::BAD_REQUEST, 400, "give at=RFC3339 or resume");
     }
-    let now = state.clock.now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let now = state
+        .clock
+        .now()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     json_response(StatusCode::OK, json!({ "now": now }).to_string())
 }
 
