@@ -260,7 +260,7 @@ def scenarios():
         goals["warn_lead_h"] = None  # a runaway that empties the pool in 18 h cannot be warned 24 h ahead
         if cad == 60:
             goals["delay_min"] = None  # the first hourly step after the jump shows it: reported only
-        out.append(pool(f"runaway-{label}", "runaway 20x (healthy pool at 30 %)", used, cap, expect="exhaust",
+        out.append(pool(f"runaway-{label}", "runaway on a healthy pool at 30 %", used, cap, expect="exhaust",
                         runaway_min=jump, goals=goals, note=f"updated every {cad} min"))
     # 10x instead of 20x: empties the pool in 36 h
     jump = 3 * DAY + 10 * HOUR + 17
@@ -268,7 +268,7 @@ def scenarios():
     used = sample(integrate(0.3 * cap - 3 * DAY * normal, f, cap=cap), 1)
     goals = dict(EXHAUST_GOALS)
     goals["warn_lead_h"] = None
-    out.append(pool("runaway-10x", "runaway 20x (healthy pool at 30 %)", used, cap, expect="exhaust",
+    out.append(pool("runaway-10x", "runaway on a healthy pool at 30 %", used, cap, expect="exhaust",
                     runaway_min=jump, goals=goals, note="10x: runs out in ~1.5 days"))
     # a runaway that would empty the pool in 23 hours
     jump = 3 * DAY + 10 * HOUR + 17
@@ -277,7 +277,7 @@ def scenarios():
     used = sample(integrate(0.3 * cap - normal23 * jump, f, cap=cap), 1)  # 30 % at the jump
     goals = dict(EXHAUST_GOALS, delay_min=60)
     goals["warn_lead_h"] = None
-    out.append(pool("runaway-23h", "runaway 20x (healthy pool at 30 %)", used, cap, expect="exhaust",
+    out.append(pool("runaway-23h", "runaway on a healthy pool at 30 %", used, cap, expect="exhaust",
                     runaway_min=jump, goals=goals, note="20x empties it in 23 h"))
     # a day-time pool whose burn jumps 20x at night
     normal_day = 2 * normal
@@ -285,7 +285,7 @@ def scenarios():
     used = sample(integrate(0.3 * cap - 3 * DAY * normal, f, cap=cap), 1)
     goals = dict(EXHAUST_GOALS, delay_min=60)
     goals["warn_lead_h"] = None
-    out.append(pool("runaway-daytime-pool", "runaway 20x (healthy pool at 30 %)", used, cap, expect="exhaust",
+    out.append(pool("runaway-daytime-pool", "runaway on a healthy pool at 30 %", used, cap, expect="exhaust",
                     runaway_min=3 * DAY + 1 * HOUR + 17, goals=goals, note="day-time pool, 20x at 01:17"))
 
     # -- escalation with an end date --------------------------------------------------------
@@ -350,22 +350,22 @@ def scenarios():
     for cad, label in ((15, "15m"), (1, "1m"), (60, "1h")):
         f = switch(run, steady(50 * mb / DAY), steady(20 * 50 * mb / DAY))
         goals = {"delay_min": 60 if cad < 60 else None, "false": 0, "flaps": 0}
-        out.append(card(f"card-runaway-{label}", "runaway card 20x", sample(integrate(10 * mb, f), cad),
+        out.append(card(f"card-runaway-{label}", "runaway card", sample(integrate(10 * mb, f), cad),
                         expect="runaway", runaway_min=run, goals=goals,
                         note=f"50 MB/day -> 1 GB/day, updated every {cad} min"))
     f = switch(run, steady(50 * mb / DAY), steady(10 * 50 * mb / DAY))
-    out.append(card("card-runaway-10x", "runaway card 20x", sample(integrate(10 * mb, f), 15),
+    out.append(card("card-runaway-10x", "runaway card", sample(integrate(10 * mb, f), 15),
                     expect="runaway", runaway_min=run, note="50 MB/day -> 500 MB/day (10x)"))
     f = switch(run, steady(200 * mb / DAY), steady(20 * 200 * mb / DAY))
-    out.append(card("card-runaway-stale", "runaway card 20x",
+    out.append(card("card-runaway-stale", "runaway card",
                     with_stale(sample(integrate(10 * mb, f), 15), 3), expect="runaway", runaway_min=run,
                     note="200 MB/day -> 4 GB/day, every 3rd scrape fails"))
     f = switch(run, daytime(2 * 100 * mb / DAY), steady(20 * 100 * mb / DAY))
-    out.append(card("card-runaway-daytime", "runaway card 20x", sample(integrate(10 * mb, f), 15),
+    out.append(card("card-runaway-daytime", "runaway card", sample(integrate(10 * mb, f), 15),
                     expect="runaway", runaway_min=run, note="day-time card, 100 MB/day -> 2 GB/day"))
     # runaway across a month start: keeps firing (the reset is not the end of the runaway)
     f = switch(run, steady(50 * mb / DAY), steady(20 * 50 * mb / DAY))
-    out.append(card("card-runaway-month-start", "runaway card 20x",
+    out.append(card("card-runaway-month-start", "runaway card",
                     sample(integrate(10 * mb, f, resets={5 * DAY}), 15), expect="runaway", runaway_min=run,
                     note="as card-runaway-15m, the month starts 14 h into the runaway"))
     out.append(card("card-month-start", "ordinary cards",
