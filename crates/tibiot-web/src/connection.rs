@@ -71,12 +71,14 @@ pub(crate) async fn run(
         }
         Some(cfg) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg.clone());
+            let mut stop = serving.stop.clone();
             let tls = tokio::select! {
                 r = acceptor.accept(tcp) => r,
                 why = must_close(&state, &serving.limits) => {
                     closing(&ticket, peer, why);
                     return;
                 }
+                _ = stop.wait_for(|s| *s) => return,
             };
             let tls = match tls {
                 Ok(tls) => tls,

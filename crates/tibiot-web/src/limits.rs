@@ -1,7 +1,7 @@
 //! The numbers that protect the server: connection admission (how many connections, how many
-//! per client, how long a connection may stay silent or idle), request admission (how many
-//! requests at once, how large a body, how long a handler) and the shutdown grace period.
-//! `docs/architecture.md` says where each one is enforced.
+//! per client, how long a connection may stay silent or idle: enforced by `admission` and
+//! `connection`), request admission (how many requests at once, how large a body, how long a
+//! handler: enforced by `guard`) and the shutdown grace period (`server`).
 
 use std::time::Duration;
 
