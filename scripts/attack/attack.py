@@ -23,11 +23,13 @@ Usage:
   scripts/attack/attack.py --bin ... --attack silent --conns 600 --tls --basic-auth
   scripts/attack/attack.py --bin ... --all            # the whole table
   scripts/attack/attack.py --bin ... --keepalive 20   # is an idle kept-alive connection reused?
+  scripts/attack/attack.py --bin ... --reload-body    # POST /-/reload with a 10 MB body
 Extra exporter flags go after `--`. Needs python3 (stdlib only) and, for --tls, openssl.
 """
 
 import argparse
 import asyncio
+import base64
 import http.client
 import json
 import os
@@ -152,7 +154,6 @@ class Exporter:
     def headers(self, timeout):
         h = {"X-Prometheus-Scrape-Timeout-Seconds": str(timeout), "Accept-Encoding": "gzip"}
         if self.basic_auth:
-            import base64
             h["Authorization"] = "Basic " + base64.b64encode(
                 f"{USER}:{PASSWORD}".encode()).decode()
         return h
@@ -325,6 +326,61 @@ def keepalive(args):
         exp.close()
 
 
+def reload_body(args):
+    """POST /-/reload with a 10 MB body, streamed (chunked) and announced (Content-Length):
+    the status line of the answer."""
+    exp = Exporter(args.bin, args.tls, args.basic_auth, args.extra)
+    size = 10 * 1024 * 1024
+    try:
+        for how in ["chunked", "content-length"]:
+            s = socket.create_connection(("127.0.0.1", exp.port), timeout=30)
+            head = f"POST /-/reload HTTP/1.1\r\nHost: 127.0.0.1:{exp.port}\r\n"
+            head += ("Transfer-Encoding: chunked\r\n" if how == "chunked"
+                     else f"Content-Length: {size}\r\n")
+            s.sendall((head + "\r\n").encode())
+            chunk = b"x" * 65536
+            sent = 0
+            answer = b""
+            s.setblocking(False)
+            while sent < size and b"\r\n" not in answer:
+                try:
+                    answer += s.recv(4096)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    break
+                data = (b"10000\r\n" + chunk + b"\r\n") if how == "chunked" else chunk
+                try:
+                    s.setblocking(True)
+                    s.settimeout(5)
+                    s.sendall(data)
+                    s.setblocking(False)
+                    sent += len(chunk)
+                except OSError:
+                    break
+            if sent >= size and how == "chunked":
+                try:
+                    s.setblocking(True)
+                    s.sendall(b"0\r\n\r\n")
+                except OSError:
+                    pass
+            s.setblocking(True)
+            s.settimeout(30)
+            try:
+                while b"\r\n" not in answer:
+                    more = s.recv(4096)
+                    if not more:
+                        break
+                    answer += more
+            except OSError:
+                pass
+            s.close()
+            status = answer.split(b"\r\n", 1)[0].decode(errors="replace")
+            print(f"{how} 10 MB body: {status or 'no answer'}")
+    finally:
+        exp.close()
+
+
 def row(r):
     mode = ("TLS" if r["tls"] else "plain") + (" + basic auth" if r["basic_auth"] else "")
     attack = "none" if r["attack"] == "none" else f"{r['conns']} {r['attack']}"
@@ -348,6 +404,8 @@ def main():
                    help="every attack, plain and with basic auth (and --tls if given)")
     p.add_argument("--keepalive", type=float, default=0,
                    help="only check that a connection idle this long is reused")
+    p.add_argument("--reload-body", action="store_true",
+                   help="only POST /-/reload with a 10 MB body, chunked and with Content-Length")
     p.add_argument("--json", action="store_true", help="one JSON line per run")
     p.add_argument("extra", nargs="*", help="extra exporter flags (after --)")
     args = p.parse_args()
@@ -356,6 +414,9 @@ def main():
     try:
         if args.keepalive:
             keepalive(args)
+            return
+        if args.reload_body:
+            reload_body(args)
             return
         runs = []
         if args.all:
