@@ -5,6 +5,8 @@
 
 use super::App;
 use crate::collect::{Health, Snapshot};
+use crate::kinds::card::{Card, CardValues};
+use crate::kinds::pool::{Pool, PoolValues};
 use crate::metrics::{REVISION, VERSION};
 use axum::extract::State;
 use axum::http::header;
@@ -87,7 +89,8 @@ fn result_cells(out: &mut String, h: &Health) {
 /// Renders the page from a snapshot of the cache.
 pub fn render(snap: &Snapshot, reload_ok: bool) -> String {
     let now = snap.now_unix;
-    let mut o = String::with_capacity(4096 + snap.cards().count() * 300);
+    let cards: usize = snap.accounts.iter().map(|a| a.targets(&Card).len()).sum();
+    let mut o = String::with_capacity(4096 + cards * 300);
     let _ = write!(
         o,
         r#"<!DOCTYPE html>
@@ -130,11 +133,11 @@ code{{background:#f4f4f4;padding:0 .2em}}
         let _ = write!(
             o,
             "<h2>Account {} — {up}</h2>\n<h3>Pools ({})</h3>\n<table><tr><th>pool</th><th>name</th><th>type</th><th>usage</th><th>used</th><th>capacity</th><th>result</th><th>error</th><th>data age</th><th>history</th></tr>\n",
-            esc(&a.rt.name),
-            a.pools.len()
+            esc(&a.name),
+            a.targets(&Pool).len()
         );
-        for p in &a.pools {
-            let v = p.value.as_ref().map(|v| &v.value);
+        for p in a.targets(&Pool) {
+            let v = p.value::<PoolValues>();
             let used = v.and_then(|v| v.used_bytes);
             let cap = v.and_then(|v| v.capacity_bytes);
             let bar = match (used, cap) {
@@ -156,8 +159,8 @@ code{{background:#f4f4f4;padding:0 .2em}}
             let _ = write!(
                 o,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{bar}</td><td>{}</td><td>{}</td>",
-                esc(&p.target.id),
-                esc(v.map(|v| v.name.as_str()).unwrap_or("")),
+                esc(p.id()),
+                esc(v.map(|v| &*v.name).unwrap_or("")),
                 esc(v.and_then(|v| v.type_label.as_deref()).unwrap_or("")),
                 bytes(used),
                 bytes(cap),
@@ -185,14 +188,14 @@ code{{background:#f4f4f4;padding:0 .2em}}
         let _ = write!(
             o,
             "</table>\n<h3>Cards ({})</h3>\n<table><tr><th>ICCID</th><th>status</th><th>billing</th><th>cycle usage</th><th>month usage</th><th>capacity</th><th>result</th><th>error</th><th>data age</th></tr>\n",
-            a.cards.len()
+            a.targets(&Card).len()
         );
-        for c in &a.cards {
-            let v = c.value.as_ref().map(|v| &v.value);
+        for c in a.targets(&Card) {
+            let v = c.value::<CardValues>();
             let _ = write!(
                 o,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
-                esc(&c.target.id),
+                esc(c.id()),
                 esc(v.and_then(|v| v.status_label()).as_deref().unwrap_or("")),
                 esc(v.and_then(|v| v.billing_label.as_deref()).unwrap_or("")),
                 bytes(v.and_then(|v| v.cycle_bytes)),
