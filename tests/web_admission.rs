@@ -343,7 +343,9 @@ async fn scrapes_get_through(kind: Kind, extra_over_cap: usize) {
         }
         let mut exp = exporter(secure, &flags).await;
         // The first scrape fills the cache; what follows is about admission only.
-        scrape(&exp, "/metrics").await.expect("scrape before the attack");
+        scrape(&exp, "/metrics")
+            .await
+            .expect("scrape before the attack");
         let attack = Attack::start(&exp, kind, n);
         attack.in_place(n).await;
         for i in 0..3 {
@@ -404,9 +406,8 @@ async fn reload_body_limit_holds_for_streamed_bodies() {
             .expect("an answer within 30 s");
         String::from_utf8_lossy(&answer).into_owned()
     };
-    let head = |extra: &str| {
-        format!("POST /-/reload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}\r\n")
-    };
+    let head =
+        |extra: &str| format!("POST /-/reload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}\r\n");
     let ten_mb = 10 * 1024 * 1024;
     let mut chunked = Vec::with_capacity(ten_mb + 4096);
     for _ in 0..(ten_mb / 65536) {
@@ -422,7 +423,10 @@ async fn reload_body_limit_holds_for_streamed_bodies() {
         vec![b'x'; 1024],
     )
     .await;
-    assert!(announced.starts_with("HTTP/1.1 413"), "announced: {announced}");
+    assert!(
+        announced.starts_with("HTTP/1.1 413"),
+        "announced: {announced}"
+    );
     let small = post(
         head("Transfer-Encoding: chunked\r\n"),
         b"5\r\nhello\r\n0\r\n\r\n".to_vec(),
@@ -558,7 +562,10 @@ async fn at_the_cap_idle_connections_make_room() {
             .status(),
         200
     );
-    assert!(closed_by_server(&mut silent[0]).await, "the oldest silent one");
+    assert!(
+        closed_by_server(&mut silent[0]).await,
+        "the oldest silent one"
+    );
     let s = srv.stats.admission();
     assert!(s.evicted >= 1, "{s:?}");
     assert!(!busy.is_finished(), "the request in progress is kept");
