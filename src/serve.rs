@@ -122,8 +122,9 @@ fn positive_count(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A duration in the configuration's compact form (`10s`, `3m`, `1m30s`), above 0.
 fn positive_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
+    match crate::config::parse_duration(s) {
         Ok(d) if d.is_zero() => Err("must be above 0".into()),
         Ok(d) => Ok(d),
         Err(e) => Err(e.to_string()),
@@ -174,7 +175,7 @@ pub fn run(flags: ServeFlags) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
-                "error: invalid configuration {}: {e}",
+                "error: invalid configuration {}:\n{e}",
                 flags.config_file.display()
             );
             return ExitCode::from(2);
@@ -188,7 +189,7 @@ pub fn run(flags: ServeFlags) -> ExitCode {
     }
     crate::sys::limit_malloc_arenas();
     let path = flags.config_file.clone();
-    let loader: Loader = Arc::new(move || Config::load(&path).map_err(|e| e.to_string()));
+    let loader: Loader = Arc::new(move || Config::load(&path));
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
