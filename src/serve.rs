@@ -333,6 +333,40 @@ pub async fn shutdown_signal() {
 mod tests {
     use super::*;
 
+    #[test]
+    fn web_flag_defaults_are_the_web_layer_defaults() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            web: WebFlags,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from(["x"]).unwrap();
+        let got = cli.web.server_options(None);
+        assert_eq!(got.limits, tibiot_web::Limits::default());
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "x",
+            "--web.max-connections=64",
+            "--web.max-connections-per-client=0",
+            "--web.read-header-timeout=5s",
+            "--web.idle-timeout=1m30s",
+        ])
+        .unwrap();
+        let l = cli.web.server_options(None).limits;
+        assert_eq!((l.max_connections, l.max_connections_per_client), (64, 0));
+        assert_eq!(l.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(l.idle_timeout, Duration::from_secs(90));
+        for bad in [
+            "--web.max-connections=0",
+            "--web.idle-timeout=0s",
+            "--web.idle-timeout=3",
+        ] {
+            assert!(
+                <Cli as clap::Parser>::try_parse_from(["x", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn listen_addresses() {
         // `:PORT` is every interface: reachable over IPv4 loopback (and IPv6 where enabled).

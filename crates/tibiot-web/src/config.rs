@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebConfigError {
     /// The web config file, when the error came from one.
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// The key path (`tls_server_config.client_auth_type`), when known.
-    pub key: Option<String>,
+    pub(crate) key: Option<String>,
     /// What is wrong.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl WebConfigError {
@@ -353,7 +353,7 @@ pub(crate) const SUPPORTED_CURVES: &[&str] = &["X25519", "CurveP256", "CurveP384
 
 impl WebConfig {
     /// Reads and validates a web config file; relative paths resolve against its folder.
-    pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
         let text = std::fs::read(path).map_err(|e| WebConfigError::unreadable(&e).in_file(path))?;
         let text = String::from_utf8(text).map_err(|_| WebConfigError::not_utf8().in_file(path))?;
         let dir = path.parent().unwrap_or_else(|| Path::new("."));

@@ -31,8 +31,7 @@ pub use admission::AdmissionStats;
 pub use auth::{AuthStats, parse_basic};
 pub use config::{WebConfig, WebConfigError};
 pub use limits::{
-    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_MAX_REQUESTS, Limits,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_MAX_REQUESTS, Limits,
 };
 pub use reload::check_file;
 pub use server::{ServerOptions, StatsHandle, WebServer};

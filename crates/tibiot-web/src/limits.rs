@@ -45,10 +45,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// Open connections per client by default (`--web.max-connections-per-client`).
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 128;
 /// Default `header_read_timeout` (`--web.read-header-timeout`).
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `idle_timeout` (`--web.idle-timeout`): above the longest common scrape interval
 /// (2 minutes), so a kept-alive scrape connection is reused rather than reopened.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl Default for Limits {
     fn default() -> Self {

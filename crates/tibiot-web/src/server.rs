@@ -83,11 +83,6 @@ impl WebServer {
         self.listener.local_addr()
     }
 
-    /// Whether the configuration in force serves TLS.
-    pub fn tls_enabled(&self) -> bool {
-        self.state.current().tls.is_some()
-    }
-
     /// A handle to read the server's counters while it serves.
     pub fn stats_handle(&self) -> StatsHandle {
         StatsHandle {
