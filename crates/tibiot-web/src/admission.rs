@@ -30,7 +30,7 @@ pub struct AdmissionStats {
     pub open: u64,
     /// Connections accepted.
     pub accepted: u64,
-    /// Connections closed to make room for a new one (cap or per-peer share reached).
+    /// Connections closed to make room for a new one (cap or per-client share reached).
     pub evicted: u64,
     /// New connections refused because every other one had a request in progress.
     pub refused: u64,
