@@ -24,6 +24,9 @@ Usage:
   scripts/attack/attack.py --bin ... --all            # the whole table
   scripts/attack/attack.py --bin ... --keepalive 20   # is an idle kept-alive connection reused?
   scripts/attack/attack.py --bin ... --reload-body    # POST /-/reload with a 10 MB body
+  scripts/attack/attack.py --bin ... --attack h2idle --basic-auth --prometheus 150
+      # a real Prometheus (the `prometheus` command) scrapes every 15 s (timeout 10 s) during
+      # 150 s of attack: how many of its `up` samples are 1, the longest scrape_duration_seconds
 Extra exporter flags go after `--`. Needs python3 (stdlib only) and, for --tls, openssl.
 """
 
@@ -381,6 +384,60 @@ def reload_body(args):
         exp.close()
 
 
+def prometheus(args):
+    """A real Prometheus scraping the exporter (keep-alive, 15 s interval, 10 s timeout)
+    while the attack runs for `args.prometheus` seconds."""
+    import urllib.parse
+    import urllib.request
+    if not shutil.which("prometheus"):
+        raise SystemExit("the prometheus command is needed (Debian: apt-get install prometheus)")
+    exp = Exporter(args.bin, args.tls, args.basic_auth, args.extra)
+    folder = tempfile.mkdtemp(prefix="tibiot-attack-prom-")
+    proc = None
+    try:
+        job = ["  - job_name: tibiot\n",
+               f"    static_configs: [{{targets: ['localhost:{exp.port}']}}]\n"]
+        if args.basic_auth:
+            with open(os.path.join(folder, "pw"), "w") as f:
+                f.write(PASSWORD)
+            job.append(f"    basic_auth: {{username: {USER}, "
+                       f"password_file: {os.path.join(folder, 'pw')}}}\n")
+        if args.tls:
+            job.append("    scheme: https\n")
+            job.append(f"    tls_config: {{ca_file: {os.path.join(exp.dir, 'server.pem')}}}\n")
+        with open(os.path.join(folder, "prometheus.yml"), "w") as f:
+            f.write("global: {scrape_interval: 15s, scrape_timeout: 10s}\nscrape_configs:\n")
+            f.write("".join(job))
+        port = free_port()
+        proc = subprocess.Popen(
+            ["prometheus", f"--config.file={folder}/prometheus.yml",
+             f"--storage.tsdb.path={folder}/data", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(20)  # its first scrapes, before the attack
+        conns = args.conns or {"h2idle": 520, "silent": 600, "slowloris": 600}.get(args.attack, 0)
+        attack = Attack(exp, args.attack, conns, args.sources) if conns else None
+        start = time.time() + 20  # the attack in place
+        time.sleep(args.prometheus)
+        if attack:
+            attack.stop()
+
+        def series(query):
+            url = (f"http://127.0.0.1:{port}/api/v1/query_range?query="
+                   f"{urllib.parse.quote(query)}&start={start}&end={time.time()}&step=15")
+            result = json.load(urllib.request.urlopen(url))["data"]["result"]
+            return [float(v) for _, v in result[0]["values"]] if result else []
+        up = series('up{job="tibiot"}')
+        duration = series('scrape_duration_seconds{job="tibiot"}')
+        mode = ("TLS" if args.tls else "plain") + (" + basic auth" if args.basic_auth else "")
+        print(f"| {conns} {args.attack} | {mode} | {sum(up):.0f}/{len(up)} | "
+              f"{max(duration, default=0):.2f} |")
+    finally:
+        if proc:
+            stop(proc)
+        exp.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def row(r):
     mode = ("TLS" if r["tls"] else "plain") + (" + basic auth" if r["basic_auth"] else "")
     attack = "none" if r["attack"] == "none" else f"{r['conns']} {r['attack']}"
@@ -406,6 +463,8 @@ def main():
                    help="only check that a connection idle this long is reused")
     p.add_argument("--reload-body", action="store_true",
                    help="only POST /-/reload with a 10 MB body, chunked and with Content-Length")
+    p.add_argument("--prometheus", type=float, default=0, metavar="SECONDS",
+                   help="only let a real Prometheus scrape during this long an attack")
     p.add_argument("--json", action="store_true", help="one JSON line per run")
     p.add_argument("extra", nargs="*", help="extra exporter flags (after --)")
     args = p.parse_args()
@@ -417,6 +476,9 @@ def main():
             return
         if args.reload_body:
             reload_body(args)
+            return
+        if args.prometheus:
+            prometheus(args)
             return
         runs = []
         if args.all:
