@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::logging;
-use crate::serve::{LogFlags, bind_listener, run_server};
+use crate::serve::{LogFlags, WebFlags, bind_listener, run_server};
 use std::path::Path;
 use std::process::ExitCode;
 use tibiot_sim::{SimHandle, SimOptions};
@@ -80,9 +80,8 @@ pub fn public_url(listen: &str, port: u16) -> String {
     format!("http://{host}:{port}")
 }
 
-/// Runs the demo until SIGINT/SIGTERM.
-/// `max_requests`: `--web.max-requests`.
-pub fn run(flags: DemoFlags, log: LogFlags, max_requests: usize) -> ExitCode {
+/// Runs the demo until SIGINT/SIGTERM, with the web limits of `web`.
+pub fn run(flags: DemoFlags, log: LogFlags, web: WebFlags) -> ExitCode {
     if let Err(e) = logging::init(&log.level, log.format) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -135,7 +134,7 @@ pub fn run(flags: DemoFlags, log: LogFlags, max_requests: usize) -> ExitCode {
             sim.pools().len(),
             sim.cards().len(),
         );
-        let code = run_server(config, None, listener, None, max_requests).await;
+        let code = run_server(config, None, listener, web.server_options(None)).await;
         sim.shutdown().await;
         code
     })
