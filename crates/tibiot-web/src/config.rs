@@ -352,8 +352,18 @@ const UNSUPPORTED_SUITES: &[&str] = &[
 pub(crate) const SUPPORTED_CURVES: &[&str] = &["X25519", "CurveP256", "CurveP384"];
 
 impl WebConfig {
+    /// Whether every request must authenticate: basic auth users, or TLS client certificates
+    /// that are required and verified against the configured CA.
+    pub fn requires_authentication(&self) -> bool {
+        !self.basic_auth_users.is_empty()
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_auth == ClientAuth::RequireAndVerifyClientCert)
+    }
+
     /// Reads and validates a web config file; relative paths resolve against its folder.
-    pub(crate) fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
+    pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
         let text = std::fs::read(path).map_err(|e| WebConfigError::unreadable(&e).in_file(path))?;
         let text = String::from_utf8(text).map_err(|_| WebConfigError::not_utf8().in_file(path))?;
         let dir = path.parent().unwrap_or_else(|| Path::new("."));

@@ -128,30 +128,12 @@ pub fn check_exposure(
     Ok(())
 }
 
-/// Whether a web config file requires authentication: `basic_auth_users`, or
-/// `tls_server_config.client_auth_type: RequireAndVerifyClientCert` (the exporter-toolkit
-/// format). The web layer validates the file as a whole; this reads only those keys and never
-/// quotes the file (it holds password hashes).
+/// Whether a web config file requires authentication (basic auth users, or verified client
+/// certificates), as the web layer reads it. Its errors never quote the file (it holds
+/// password hashes).
 fn web_config_authenticates(path: &std::path::Path) -> Result<bool, SetupError> {
-    let invalid = |why: String| SetupError(format!("invalid web config {}: {why}", path.display()));
-    WebConfig::load(path).map_err(|e| SetupError(format!("invalid {e}")))?;
-    let text = std::fs::read_to_string(path).map_err(|e| invalid(e.kind().to_string()))?;
-    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| {
-        invalid(match e.location() {
-            Some(l) => format!("not YAML (line {})", l.line()),
-            None => "not YAML".into(),
-        })
-    })?;
-    let users = v
-        .get("basic_auth_users")
-        .and_then(serde_yaml_ng::Value::as_mapping)
-        .is_some_and(|m| !m.is_empty());
-    let certs = v
-        .get("tls_server_config")
-        .and_then(|t| t.get("client_auth_type"))
-        .and_then(serde_yaml_ng::Value::as_str)
-        == Some("RequireAndVerifyClientCert");
-    Ok(users || certs)
+    let web = WebConfig::load(path).map_err(|e| SetupError(format!("invalid {e}")))?;
+    Ok(web.requires_authentication())
 }
 
 fn load(settings: &Settings) -> Result<Loaded, SetupError> {
