@@ -8,7 +8,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "tibiotctl",
-    version,
+    version = tibiot_exporter::version::LONG_VERSION,
     about = "Operator tool for the TIBIOT IoT SIM-card platform: pools, cards, batches, backfill"
 )]
 struct Cli {
