@@ -72,6 +72,12 @@ impl Collector {
         snap
     }
 
+    /// The cache as it is now, without fetching or waiting (the landing page).
+    pub fn cached(&self) -> Snapshot {
+        let rt = self.runtime();
+        snapshot(&rt, &Scope::All, false)
+    }
+
     /// Collects one target (the `/probe` endpoint). `None` when the account is unknown.
     pub async fn probe(&self, scope: &Scope, deadline: Instant) -> Option<Snapshot> {
         let started = Instant::now();

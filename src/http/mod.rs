@@ -36,6 +36,8 @@ pub struct App {
     reload_ok: AtomicBool,
     reload_time: Mutex<Option<f64>>,
     reload_lock: tokio::sync::Mutex<()>,
+    /// A background refresh started by the landing page is running.
+    landing_refresh: AtomicBool,
 }
 
 impl App {
@@ -48,6 +50,7 @@ impl App {
             reload_ok: AtomicBool::new(true),
             reload_time: Mutex::new(Some(unix_now())),
             reload_lock: tokio::sync::Mutex::new(()),
+            landing_refresh: AtomicBool::new(false),
         })
     }
 
