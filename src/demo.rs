@@ -210,7 +210,7 @@ pub fn run(flags: DemoFlags, log: LogFlags, max_requests: usize) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    crate::metrics::process::limit_malloc_arenas();
+    crate::sys::limit_malloc_arenas();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

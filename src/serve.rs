@@ -5,7 +5,6 @@
 //! Seam for the web layer: [`serve_router`] is the one function that puts the router on the
 //! network; TLS and basic auth from `--web.config.file` plug in there.
 
-use crate::collect::Collector;
 use crate::config::Config;
 use crate::http::{App, Loader, router};
 use crate::logging::{self, LogFormat};
@@ -106,7 +105,7 @@ pub fn run(flags: ServeFlags) -> ExitCode {
         eprintln!("error: invalid {e}");
         return ExitCode::from(2);
     }
-    crate::metrics::process::limit_malloc_arenas();
+    crate::sys::limit_malloc_arenas();
     let path = flags.config_file.clone();
     let loader: Loader = Arc::new(move || Config::load(&path).map_err(|e| e.to_string()));
     let rt = match tokio::runtime::Runtime::new() {
@@ -144,14 +143,13 @@ pub async fn run_server(
     web_config: Option<PathBuf>,
     max_requests: usize,
 ) -> ExitCode {
-    let collector = match Collector::new(Arc::new(config)) {
-        Ok(c) => Arc::new(c),
+    let app = match App::new(config, loader) {
+        Ok(app) => app,
         Err(e) => {
             eprintln!("error: invalid configuration: {e}");
             return ExitCode::from(2);
         }
     };
-    let app = App::new(collector, loader);
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())

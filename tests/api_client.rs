@@ -8,7 +8,7 @@ use std::time::Duration;
 use tibiot_api::calendar::{Month, format_day};
 use tibiot_api::{
     ApiError, CardStatus, Client, ClientOptions, Deadline, Endpoint, Gate, HmacSha256Signer,
-    NoSigner, OperationState, RetryPolicy,
+    NoSigner, OperationState, Query, RetryPolicy, Subject,
 };
 use tibiot_sim::{Fault, FaultRule, SimHandle, SimOptions};
 use tokio::time::Instant;
@@ -51,50 +51,63 @@ async fn every_endpoint_decodes_with_the_simulators_values() {
     let month = Month::of(today);
 
     for code in sim.pools() {
-        let d = c.pool_detail(&code, deadline()).await.unwrap();
+        let d = c.get(Query::pool_detail(&code), deadline()).await.unwrap();
         assert_eq!(Some(d.clone()), sim.pool_detail(&code));
         assert_eq!(d.upool_code.as_deref(), Some(code.as_str()));
         let m = c
-            .pool_month_usage(&code, &month.to_string(), deadline())
+            .get(
+                Query::month_usage(Subject::Pool, &code, &month.to_string()),
+                deadline(),
+            )
             .await
             .unwrap();
-        assert_eq!(
-            m.use_flow_kb,
-            sim.pool_month_usage_kb(&code, month).map(|v| v as f64)
-        );
-        assert_eq!(m.month.as_deref(), Some("2026-06"));
+        assert_eq!(m, sim.pool_month_usage_kb(&code, month).map(|v| v as f64));
         let day = c
-            .pool_day_usage(&code, &format_day(today), deadline())
+            .get(
+                Query::day_usage(Subject::Pool, &code, &format_day(today)),
+                deadline(),
+            )
             .await
             .unwrap();
-        assert_eq!(
-            day.use_flow_kb,
-            sim.pool_day_usage_kb(&code, today).map(|v| v as f64)
-        );
-        assert_eq!(day.pool_code.as_deref(), Some(code.as_str()));
+        assert_eq!(day, sim.pool_day_usage_kb(&code, today).map(|v| v as f64));
     }
     // the first pool's name survives Chinese text, quotes and a backslash
-    let p1 = c.pool_detail("POOL-0001", deadline()).await.unwrap();
+    let p1 = c
+        .get(Query::pool_detail("POOL-0001"), deadline())
+        .await
+        .unwrap();
     assert_eq!(p1.upool_name.as_deref(), Some("华东 \"主\" 池 \\ A"));
 
     for iccid in sim.cards().iter().take(12) {
-        let d = c.card_detail(iccid, deadline()).await.unwrap();
+        let d = c.get(Query::card_detail(iccid), deadline()).await.unwrap();
         assert_eq!(Some(d.clone()), sim.card_detail(iccid));
         let m = c
-            .card_month_usage(iccid, "2026-01", deadline())
+            .get(
+                Query::month_usage(Subject::Card, iccid, "2026-01"),
+                deadline(),
+            )
             .await
             .unwrap();
         assert_eq!(
-            m.use_flow_kb,
+            m,
             sim.card_month_usage_kb(iccid, Month::parse("2026-01").unwrap())
                 .map(|v| v as f64)
         );
         let day = c
-            .card_day_usage(iccid, "2026-05-20", deadline())
+            .get(
+                Query::day_usage(Subject::Card, iccid, "2026-05-20"),
+                deadline(),
+            )
             .await
             .unwrap();
-        assert_eq!(day.day.as_deref(), Some("2026-05-20"));
-        assert_eq!(day.iccid.as_deref(), Some(iccid.as_str()));
+        assert_eq!(
+            day,
+            sim.card_day_usage_kb(
+                iccid,
+                tibiot_api::calendar::parse_day("2026-05-20").unwrap()
+            )
+            .map(|v| v as f64)
+        );
     }
 
     // network operation + batch status
@@ -106,7 +119,10 @@ async fn every_endpoint_decodes_with_the_simulators_values() {
         .unwrap();
     assert_eq!(r.success_count, Some(1.0));
     let batch = r.batch_code.expect("batch code");
-    let items = c.batch_status(&batch, deadline()).await.unwrap();
+    let items = c
+        .get(Query::batch_status(&batch), deadline())
+        .await
+        .unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].iccid.as_deref(), Some(normal.as_str()));
     assert!(items[0].operation_card_status.is_some());
@@ -158,7 +174,10 @@ async fn network_operation_progresses_to_done_and_failed() {
     let start = std::time::Instant::now();
     let mut seen = std::collections::BTreeSet::new();
     let final_states = loop {
-        let items = c.batch_status(&batch, deadline()).await.unwrap();
+        let items = c
+            .get(Query::batch_status(&batch), deadline())
+            .await
+            .unwrap();
         let states: Vec<i64> = items
             .iter()
             .map(|i| i.operation_card_status.unwrap())
@@ -189,9 +208,15 @@ async fn network_operation_progresses_to_done_and_failed() {
     };
     assert_eq!(by_iccid(&normal), Some(OperationState::Done.code()));
     assert_eq!(by_iccid(&abnormal), Some(OperationState::Failed.code()));
-    let d = c.card_detail(&normal, deadline()).await.unwrap();
+    let d = c
+        .get(Query::card_detail(&normal), deadline())
+        .await
+        .unwrap();
     assert_eq!(d.card_status, Some(CardStatus::Shutdown.code()));
-    let d = c.card_detail(&abnormal, deadline()).await.unwrap();
+    let d = c
+        .get(Query::card_detail(&abnormal), deadline())
+        .await
+        .unwrap();
     assert_eq!(d.card_status, Some(CardStatus::Abnormal.code()));
     // and back on
     let r = c
@@ -200,7 +225,10 @@ async fn network_operation_progresses_to_done_and_failed() {
         .unwrap();
     let batch = r.batch_code.unwrap();
     loop {
-        let items = c.batch_status(&batch, deadline()).await.unwrap();
+        let items = c
+            .get(Query::batch_status(&batch), deadline())
+            .await
+            .unwrap();
         if items[0].operation_card_status == Some(3) {
             break;
         }
@@ -212,7 +240,10 @@ async fn network_operation_progresses_to_done_and_failed() {
         Some(CardStatus::Normal.code())
     );
     // unknown batch: business error
-    let e = c.batch_status("BATCH-NOPE", deadline()).await.unwrap_err();
+    let e = c
+        .get(Query::batch_status("BATCH-NOPE"), deadline())
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             e,
@@ -233,7 +264,10 @@ async fn unsigned_client_against_auth_none() {
     })
     .await;
     let c = Client::new(ClientOptions::new(sim.base_url(), Arc::new(NoSigner))).unwrap();
-    let d = c.pool_detail("POOL-0002", deadline()).await.unwrap();
+    let d = c
+        .get(Query::pool_detail("POOL-0002"), deadline())
+        .await
+        .unwrap();
     assert_eq!(d.pool_type, Some(2));
     assert_eq!(d.total_flow, None);
 }
@@ -274,13 +308,20 @@ async fn faults_arrive_as_their_error_class() {
     ];
     for (fault, check) in cases {
         sim.set_fault(FaultRule::new(fault).target("POOL-0003").endpoint(ep));
-        let e = c.pool_detail("POOL-0003", deadline()).await.unwrap_err();
+        let e = c
+            .get(Query::pool_detail("POOL-0003"), deadline())
+            .await
+            .unwrap_err();
         assert!(check(&e), "{fault:?} gave {e:?}");
         // other targets are unaffected
-        c.pool_detail("POOL-0004", deadline()).await.unwrap();
+        c.get(Query::pool_detail("POOL-0004"), deadline())
+            .await
+            .unwrap();
         sim.clear_faults();
     }
-    c.pool_detail("POOL-0003", deadline()).await.unwrap();
+    c.get(Query::pool_detail("POOL-0003"), deadline())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -300,73 +341,107 @@ async fn business_errors_and_validation() {
         assert!(!e.is_retryable());
     };
     api(
-        c.pool_detail("POOL-9999", deadline()).await.unwrap_err(),
-        404,
-        "not found",
-    );
-    api(
-        c.card_detail("89860000000000000000", deadline())
+        c.get(Query::pool_detail("POOL-9999"), deadline())
             .await
             .unwrap_err(),
         404,
         "not found",
     );
     api(
-        c.card_month_usage("nope", "2026-04", deadline())
+        c.get(Query::card_detail("89860000000000000000"), deadline())
             .await
             .unwrap_err(),
         404,
         "not found",
     );
     api(
-        c.pool_detail("", deadline()).await.unwrap_err(),
+        c.get(
+            Query::month_usage(Subject::Card, "nope", "2026-04"),
+            deadline(),
+        )
+        .await
+        .unwrap_err(),
+        404,
+        "not found",
+    );
+    api(
+        c.get(Query::pool_detail(""), deadline()).await.unwrap_err(),
         400,
         "poolCode",
     );
     // months: this month and the 11 before it
     for m in ["2026-04", "2025-05"] {
-        c.pool_month_usage("POOL-0001", m, deadline())
+        c.get(
+            Query::month_usage(Subject::Pool, "POOL-0001", m),
+            deadline(),
+        )
+        .await
+        .unwrap();
+        c.get(Query::month_usage(Subject::Card, &iccid, m), deadline())
             .await
             .unwrap();
-        c.card_month_usage(&iccid, m, deadline()).await.unwrap();
     }
     for m in ["2025-04", "2026-05", "2020-01"] {
         api(
-            c.pool_month_usage("POOL-0001", m, deadline())
-                .await
-                .unwrap_err(),
+            c.get(
+                Query::month_usage(Subject::Pool, "POOL-0001", m),
+                deadline(),
+            )
+            .await
+            .unwrap_err(),
             400,
             "last 12 months",
         );
     }
     for m in ["2026-4", "April", "2026-04-01", ""] {
-        let e = c.card_month_usage(&iccid, m, deadline()).await.unwrap_err();
+        let e = c
+            .get(Query::month_usage(Subject::Card, &iccid, m), deadline())
+            .await
+            .unwrap_err();
         assert_eq!(e.api_code(), Some(400), "{m:?}: {e:?}");
     }
     // days: today and the 29 before it
     for d in ["2026-04-01", "2026-03-03"] {
-        c.pool_day_usage("POOL-0001", d, deadline()).await.unwrap();
-        c.card_day_usage(&iccid, d, deadline()).await.unwrap();
+        c.get(Query::day_usage(Subject::Pool, "POOL-0001", d), deadline())
+            .await
+            .unwrap();
+        c.get(Query::day_usage(Subject::Card, &iccid, d), deadline())
+            .await
+            .unwrap();
     }
     for d in ["2026-03-02", "2026-04-02"] {
         api(
-            c.card_day_usage(&iccid, d, deadline()).await.unwrap_err(),
+            c.get(Query::day_usage(Subject::Card, &iccid, d), deadline())
+                .await
+                .unwrap_err(),
             400,
             "last 30 days",
         );
     }
     api(
-        c.pool_day_usage("POOL-0001", "2026/04/01", deadline())
-            .await
-            .unwrap_err(),
+        c.get(
+            Query::day_usage(Subject::Pool, "POOL-0001", "2026/04/01"),
+            deadline(),
+        )
+        .await
+        .unwrap_err(),
         400,
         "YYYY-MM-DD",
     );
     // queryDay is optional for pools (today), required for cards
-    let d = c.pool_day_usage("POOL-0001", "", deadline()).await.unwrap();
-    assert_eq!(d.day.as_deref(), Some("2026-04-01"));
+    let d = c
+        .get(Query::day_usage(Subject::Pool, "POOL-0001", ""), deadline())
+        .await
+        .unwrap();
+    let today = tibiot_api::calendar::parse_day("2026-04-01").unwrap();
+    assert_eq!(
+        d,
+        sim.pool_day_usage_kb("POOL-0001", today).map(|v| v as f64)
+    );
     api(
-        c.card_day_usage(&iccid, "", deadline()).await.unwrap_err(),
+        c.get(Query::day_usage(Subject::Card, &iccid, ""), deadline())
+            .await
+            .unwrap_err(),
         400,
         "queryDay",
     );
@@ -390,7 +465,10 @@ async fn timeout_and_transport_errors() {
     // a slow named target and a short deadline
     let started = std::time::Instant::now();
     let e = c
-        .pool_detail("POOL-0002", Instant::now() + Duration::from_millis(300))
+        .get(
+            Query::pool_detail("POOL-0002"),
+            Instant::now() + Duration::from_millis(300),
+        )
         .await
         .unwrap_err();
     assert_eq!(e, ApiError::Timeout);
@@ -403,7 +481,10 @@ async fn timeout_and_transport_errors() {
     o.retry = RetryPolicy::none();
     let short = Client::new(o).unwrap();
     assert_eq!(
-        short.card_detail(&iccid, deadline()).await.unwrap_err(),
+        short
+            .get(Query::card_detail(&iccid), deadline())
+            .await
+            .unwrap_err(),
         ApiError::Timeout
     );
     // a port that refuses connections: bound, never listening, held for the test so that
@@ -416,14 +497,17 @@ async fn timeout_and_transport_errors() {
     o.retry = RetryPolicy::none();
     let nowhere = Client::new(o).unwrap();
     let e = nowhere
-        .pool_detail("POOL-0001", deadline())
+        .get(Query::pool_detail("POOL-0001"), deadline())
         .await
         .unwrap_err();
     assert!(matches!(e, ApiError::Transport(_)), "{e:?}");
     // a connection reset mid-request
     sim.set_fault(FaultRule::new(Fault::ConnectionReset).endpoint(Endpoint::CardMonthUsage));
     let e = short
-        .card_month_usage(&sim.cards()[1], "2026-01", deadline())
+        .get(
+            Query::month_usage(Subject::Card, &sim.cards()[1], "2026-01"),
+            deadline(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, ApiError::Transport(_)), "{e:?}");
@@ -444,13 +528,18 @@ async fn retries_follow_the_policy() {
         .times(1),
     );
     let started = std::time::Instant::now();
-    c.pool_detail("POOL-0001", deadline()).await.unwrap();
+    c.get(Query::pool_detail("POOL-0001"), deadline())
+        .await
+        .unwrap();
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert_eq!(sim.requests_for(ep, "POOL-0001"), 2);
 
     // HTTP 500 every time: max_attempts requests, then the Http error
     sim.set_fault(FaultRule::new(Fault::Http500).target("POOL-0002"));
-    let e = c.pool_detail("POOL-0002", deadline()).await.unwrap_err();
+    let e = c
+        .get(Query::pool_detail("POOL-0002"), deadline())
+        .await
+        .unwrap_err();
     assert!(matches!(e, ApiError::Http { status: 500, .. }), "{e:?}");
     assert_eq!(sim.requests_for(ep, "POOL-0002"), 3);
 
@@ -460,15 +549,21 @@ async fn retries_follow_the_policy() {
             .target("POOL-0003")
             .times(1),
     );
-    c.pool_detail("POOL-0003", deadline()).await.unwrap();
+    c.get(Query::pool_detail("POOL-0003"), deadline())
+        .await
+        .unwrap();
     assert_eq!(sim.requests_for(ep, "POOL-0003"), 2);
 
     // business errors and undecodable answers are not retried
     sim.set_fault(FaultRule::new(Fault::BusinessError).target("POOL-0004"));
-    c.pool_detail("POOL-0004", deadline()).await.unwrap_err();
+    c.get(Query::pool_detail("POOL-0004"), deadline())
+        .await
+        .unwrap_err();
     assert_eq!(sim.requests_for(ep, "POOL-0004"), 1);
     sim.set_fault(FaultRule::new(Fault::Malformed).target("POOL-0005"));
-    c.pool_detail("POOL-0005", deadline()).await.unwrap_err();
+    c.get(Query::pool_detail("POOL-0005"), deadline())
+        .await
+        .unwrap_err();
     assert_eq!(sim.requests_for(ep, "POOL-0005"), 1);
 
     // no retry that would end past the deadline: Retry-After 30 s, deadline 2 s
@@ -480,7 +575,10 @@ async fn retries_follow_the_policy() {
     );
     let started = std::time::Instant::now();
     let e = c
-        .pool_detail("POOL-0006", Instant::now() + Duration::from_secs(2))
+        .get(
+            Query::pool_detail("POOL-0006"),
+            Instant::now() + Duration::from_secs(2),
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, ApiError::RateLimited { .. }), "{e:?}");
@@ -508,7 +606,7 @@ async fn response_size_cap() {
     // an oversized answer against the default 4 MiB cap
     sim.set_fault(FaultRule::new(Fault::Oversized).target("POOL-0001"));
     let e = client(&sim)
-        .pool_detail("POOL-0001", deadline())
+        .get(Query::pool_detail("POOL-0001"), deadline())
         .await
         .unwrap_err();
     assert!(
@@ -519,13 +617,16 @@ async fn response_size_cap() {
     let mut o = options(&sim);
     o.max_body_bytes = 256;
     let tiny = Client::new(o).unwrap();
-    let e = tiny.pool_detail("POOL-0002", deadline()).await.unwrap_err();
+    let e = tiny
+        .get(Query::pool_detail("POOL-0002"), deadline())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&e, ApiError::Decode(m) if m.contains("larger")),
         "{e:?}"
     );
     // and small answers still fit
-    tiny.pool_day_usage("POOL-0002", "", deadline())
+    tiny.get(Query::day_usage(Subject::Pool, "POOL-0002", ""), deadline())
         .await
         .unwrap();
 }
@@ -539,7 +640,10 @@ async fn wrong_secret_is_an_auth_error() {
         SecretString::from("not-the-secret"),
     ));
     let c = Client::new(o).unwrap();
-    let e = c.pool_detail("POOL-0001", deadline()).await.unwrap_err();
+    let e = c
+        .get(Query::pool_detail("POOL-0001"), deadline())
+        .await
+        .unwrap_err();
     assert!(e.is_auth(), "{e:?}");
     assert_eq!(e.api_code(), Some(401));
     assert!(e.api_message().unwrap().contains("signature"));
@@ -547,7 +651,7 @@ async fn wrong_secret_is_an_auth_error() {
     // unsigned requests are refused too
     let c = Client::new(ClientOptions::new(sim.base_url(), Arc::new(NoSigner))).unwrap();
     let e = c
-        .card_detail(&sim.cards()[0], deadline())
+        .get(Query::card_detail(&sim.cards()[0]), deadline())
         .await
         .unwrap_err();
     assert!(e.is_auth(), "{e:?}");
@@ -579,12 +683,14 @@ async fn a_retry_backoff_holds_no_slot_and_a_retry_pays_a_rate_token() {
     );
     let slow = tokio::spawn({
         let c = c.clone();
-        async move { c.pool_detail("POOL-0001", deadline()).await }
+        async move { c.get(Query::pool_detail("POOL-0001"), deadline()).await }
     });
     while sim.requests_for(ep, "POOL-0001") == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    c.pool_detail("POOL-0002", deadline()).await.unwrap();
+    c.get(Query::pool_detail("POOL-0002"), deadline())
+        .await
+        .unwrap();
     assert!(
         !slow.is_finished(),
         "POOL-0002 waited for POOL-0001's backoff to end"
@@ -598,7 +704,9 @@ async fn a_retry_backoff_holds_no_slot_and_a_retry_pays_a_rate_token() {
     let c = gated(&sim, &per_second);
     sim.set_fault(FaultRule::new(Fault::Http500).target("POOL-0003").times(1));
     let started = std::time::Instant::now();
-    c.pool_detail("POOL-0003", deadline()).await.unwrap();
+    c.get(Query::pool_detail("POOL-0003"), deadline())
+        .await
+        .unwrap();
     let took = started.elapsed();
     assert_eq!(sim.requests_for(ep, "POOL-0003"), 2);
     assert!(
@@ -620,8 +728,8 @@ async fn a_budget_starts_at_admission_and_a_fixed_deadline_counts_the_queue() {
     let budget = tokio::spawn({
         let c = c.clone();
         async move {
-            c.pool_detail(
-                "POOL-0001",
+            c.get(
+                Query::pool_detail("POOL-0001"),
                 Deadline::AfterAdmission(Duration::from_secs(1)),
             )
             .await
@@ -630,8 +738,11 @@ async fn a_budget_starts_at_admission_and_a_fixed_deadline_counts_the_queue() {
     let fixed = tokio::spawn({
         let c = c.clone();
         async move {
-            c.pool_detail("POOL-0002", Instant::now() + Duration::from_secs(1))
-                .await
+            c.get(
+                Query::pool_detail("POOL-0002"),
+                Instant::now() + Duration::from_secs(1),
+            )
+            .await
         }
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tibiot_api::sign::SignRequest;
-use tibiot_api::{ApiError, Client, ClientOptions, HmacSha256Signer, NoSigner};
+use tibiot_api::{ApiError, Client, ClientOptions, HmacSha256Signer, NoSigner, Query, Subject};
 use tibiot_sim::{SimHandle, SimOptions};
 use tokio::time::Instant;
 
@@ -221,7 +221,9 @@ async fn signature_covers_the_path_prefix() {
         Arc::new(HmacSha256Signer::new("k", SecretString::from("s"))),
     ))
     .unwrap();
-    c.pool_detail("POOL-0001", deadline()).await.unwrap();
+    c.get(Query::pool_detail("POOL-0001"), deadline())
+        .await
+        .unwrap();
     // signed over the path without its prefix: rejected
     let q = [("poolCode", "POOL-0001")];
     let mut r = Raw::get("/open/tibiot/api/v1/pool/detail", &q, "poolCode=POOL-0001");
@@ -395,7 +397,7 @@ async fn lenient_decoding_of_fixtures_over_http() {
     let base = fixture_server().await;
     let c = Client::new(ClientOptions::new(&base, Arc::new(NoSigner))).unwrap();
 
-    let p = c.pool_detail("P-1", deadline()).await.unwrap();
+    let p = c.get(Query::pool_detail("P-1"), deadline()).await.unwrap();
     assert_eq!(
         p.upool_name.as_deref(),
         Some("华南 \"备用\" 池 \\ B\n第二行")
@@ -422,7 +424,7 @@ async fn lenient_decoding_of_fixtures_over_http() {
     assert_eq!(pkg.epi_configs[0].epi_config_code.as_deref(), Some("1"));
     assert_eq!(pkg.epi_configs[0].standard_charge, Some(12.5));
 
-    let d = c.card_detail("A", deadline()).await.unwrap();
+    let d = c.get(Query::card_detail("A"), deadline()).await.unwrap();
     // a 19-digit ICCID sent as a number keeps every digit
     assert_eq!(d.iccid.as_deref(), Some("8986000000000000001"));
     assert_eq!(d.msisdn.as_deref(), Some("1064000000001"));
@@ -433,7 +435,7 @@ async fn lenient_decoding_of_fixtures_over_http() {
     assert_eq!(d.billing_method, Some(2));
     assert_eq!(d.card_status, Some(99));
 
-    let b = c.batch_status("X", deadline()).await.unwrap();
+    let b = c.get(Query::batch_status("X"), deadline()).await.unwrap();
     let states: Vec<(Option<&str>, Option<i64>)> = b
         .iter()
         .map(|i| (i.iccid.as_deref(), i.operation_card_status))
@@ -462,26 +464,37 @@ async fn lenient_decoding_of_fixtures_over_http() {
     );
 
     let m = c
-        .pool_month_usage("P-1", "2025-04", deadline())
+        .get(
+            Query::month_usage(Subject::Pool, "P-1", "2025-04"),
+            deadline(),
+        )
         .await
         .unwrap();
-    assert_eq!(m.use_flow_kb, Some(123.0));
+    assert_eq!(m, Some(123.0));
     let day = c
-        .card_day_usage("A", "2025-04-01", deadline())
+        .get(
+            Query::day_usage(Subject::Card, "A", "2025-04-01"),
+            deadline(),
+        )
         .await
         .unwrap();
-    assert_eq!(day.use_flow_kb, None);
-    assert_eq!(day.day.as_deref(), Some("2025-04-01"));
+    assert_eq!(day, None);
 
     // `data: null` where an object is needed: a decode error
     let e = c
-        .card_month_usage("A", "2025-04", deadline())
+        .get(
+            Query::month_usage(Subject::Card, "A", "2025-04"),
+            deadline(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, ApiError::Decode(_)), "{e:?}");
     // a code outside the success codes is an API error; with it listed, a success
     let e = c
-        .pool_day_usage("P-1", "2025-04-01", deadline())
+        .get(
+            Query::day_usage(Subject::Pool, "P-1", "2025-04-01"),
+            deadline(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, ApiError::Api { code: Some(7), .. }), "{e:?}");
@@ -489,8 +502,11 @@ async fn lenient_decoding_of_fixtures_over_http() {
     o.success_codes = vec![7];
     let c7 = Client::new(o).unwrap();
     let d = c7
-        .pool_day_usage("P-1", "2025-04-01", deadline())
+        .get(
+            Query::day_usage(Subject::Pool, "P-1", "2025-04-01"),
+            deadline(),
+        )
         .await
         .unwrap();
-    assert_eq!(d.use_flow_kb, Some(1.0));
+    assert_eq!(d, Some(1.0));
 }

@@ -8,7 +8,8 @@ use exporter_support::*;
 use std::time::{Duration, Instant};
 use tibiot_api::calendar::{Month, format_day};
 use tibiot_api::{CardStatus, Endpoint, PoolType};
-use tibiot_exporter::metrics::{FAMILIES, Served};
+use tibiot_exporter::kinds::families;
+use tibiot_exporter::metrics::Served;
 use tibiot_sim::{Fault, FaultRule, SimOptions};
 
 const HISTORY: &str =
@@ -25,7 +26,7 @@ async fn every_family_holds_the_simulators_values() {
     let s = parse(&text);
 
     // Every family served on /metrics is present (the probe-only ones are not).
-    for f in FAMILIES {
+    for f in families() {
         let present = s.iter().any(|x| x.name.starts_with(f.name));
         match f.served {
             Served::Probe => assert!(!present, "{} must not be on /metrics", f.name),
@@ -446,4 +447,48 @@ async fn a_target_in_retry_backoff_does_not_hold_up_the_others() {
     .await;
     assert!(landed, "the retried pool never arrived");
     assert_eq!(sim.requests_for(Endpoint::PoolDetail, &waiting), 2);
+}
+
+/// Both formats of `/metrics` carry every family of the table once, with the table's help
+/// text and type — the target families from the streaming writer and the self-metrics from
+/// the prometheus-client registry alike — and one valid document each: a single `# EOF` at
+/// the very end of OpenMetrics, none in text 0.0.4 (which `promtool check metrics` accepts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_and_type_of_every_family_in_both_formats() {
+    let sim = sim(SimOptions::default()).await;
+    let (pools, cards) = (sim.pools(), sim.cards()[..8].to_vec());
+    let server = Server::start(&config_yaml(&sim, &pools, &cards, HISTORY), None).await;
+    let om = "application/openmetrics-text; version=1.0.0";
+    for accept in [None, Some(om)] {
+        let mut req = client().get(server.url("/metrics"));
+        if let Some(a) = accept {
+            req = req.header("Accept", a);
+        }
+        let text = req.send().await.unwrap().text().await.unwrap();
+        let openmetrics = accept.is_some();
+        let eofs = text.lines().filter(|l| *l == "# EOF").count();
+        assert_eq!(eofs, openmetrics as usize, "# EOF lines");
+        if openmetrics {
+            assert!(text.ends_with("\n# EOF\n"));
+        } else {
+            let lint = promtool(&text);
+            assert!(lint.is_empty(), "promtool check metrics: {lint}");
+        }
+        for f in families().iter().filter(|f| f.served != Served::Probe) {
+            // OpenMetrics names counter and info families without their suffix.
+            let wire = match (openmetrics, f.typ.as_str()) {
+                (true, "counter") => f.name.strip_suffix("_total").unwrap(),
+                (true, "info") => f.name.strip_suffix("_info").unwrap(),
+                _ => f.name,
+            };
+            let help = format!("# HELP {wire} {}\n", f.help);
+            assert_eq!(text.matches(&help).count(), 1, "{accept:?}: {help}");
+            let typ = match (openmetrics, f.typ.as_str()) {
+                (false, "info" | "stateset") | (true, "stateset") => "gauge",
+                (_, t) => t,
+            };
+            let type_line = format!("# TYPE {wire} {typ}\n");
+            assert!(text.contains(&type_line), "{accept:?}: {type_line}");
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tibiot_api::{Client, ClientOptions, HmacSha256Signer};
+use tibiot_api::{Client, ClientOptions, HmacSha256Signer, Query};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tibiot-exporter");
 
@@ -90,10 +90,10 @@ fn announces_world_and_serves_it() {
         .unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         for p in &pools {
-            c.pool_detail(p, deadline).await.unwrap();
+            c.get(Query::pool_detail(p), deadline).await.unwrap();
         }
         for i in &cards {
-            c.card_detail(i, deadline).await.unwrap();
+            c.get(Query::card_detail(i), deadline).await.unwrap();
         }
     });
     signal(&g, "-TERM");

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tibiot_api::calendar::{Month, format_day};
 use tibiot_api::{
-    ApiError, Client, ClientOptions, Endpoint, HmacSha256Signer, PoolType, RetryPolicy,
+    ApiError, Client, ClientOptions, Endpoint, HmacSha256Signer, PoolType, Query, RetryPolicy,
+    Subject,
 };
 use tibiot_sim::{SimHandle, SimOptions};
 use tokio::time::Instant;
@@ -45,9 +46,9 @@ async fn usage_grows_with_the_world_clock_and_adds_up() {
     sim.freeze_clock(Some(Utc.with_ymd_and_hms(2026, 7, 20, 2, 0, 0).unwrap()));
     let today = sim.today();
     for pool in sim.pools() {
-        let before = c.pool_detail(&pool, deadline()).await.unwrap();
+        let before = c.get(Query::pool_detail(&pool), deadline()).await.unwrap();
         sim.advance_clock(ChronoDuration::hours(3));
-        let after = c.pool_detail(&pool, deadline()).await.unwrap();
+        let after = c.get(Query::pool_detail(&pool), deadline()).await.unwrap();
         sim.advance_clock(ChronoDuration::hours(-3));
         assert!(
             after.use_flow.unwrap() > before.use_flow.unwrap(),
@@ -58,29 +59,38 @@ async fn usage_grows_with_the_world_clock_and_adds_up() {
         let mut sum = 0.0;
         for d in month.days().filter(|d| *d <= today) {
             let u = c
-                .pool_day_usage(&pool, &format_day(d), deadline())
+                .get(
+                    Query::day_usage(Subject::Pool, &pool, &format_day(d)),
+                    deadline(),
+                )
                 .await
                 .unwrap();
-            sum += u.use_flow_kb.unwrap();
+            sum += u.unwrap();
         }
         let m = c
-            .pool_month_usage(&pool, &month.to_string(), deadline())
+            .get(
+                Query::month_usage(Subject::Pool, &pool, &month.to_string()),
+                deadline(),
+            )
             .await
             .unwrap();
-        assert_eq!(Some(sum), m.use_flow_kb, "{pool}");
+        assert_eq!(Some(sum), m, "{pool}");
         // a monthly cycle's useFlow is this month's usage
         if before.billing_cycle == Some(1) {
-            assert_eq!(before.use_flow, m.use_flow_kb);
+            assert_eq!(before.use_flow, m);
         }
     }
     // cards: useMonthFlow is this month's usage
     for iccid in sim.cards().iter().take(10) {
-        let d = c.card_detail(iccid, deadline()).await.unwrap();
+        let d = c.get(Query::card_detail(iccid), deadline()).await.unwrap();
         let m = c
-            .card_month_usage(iccid, "2026-07", deadline())
+            .get(
+                Query::month_usage(Subject::Card, iccid, "2026-07"),
+                deadline(),
+            )
             .await
             .unwrap();
-        assert_eq!(d.use_month_flow, m.use_flow_kb);
+        assert_eq!(d.use_month_flow, m);
         assert!(d.use_flow.unwrap() >= d.use_month_flow.unwrap());
     }
 }
@@ -96,7 +106,7 @@ async fn special_pools_in_a_small_world() {
     let c = client(&sim);
     let mut details = Vec::new();
     for p in sim.pools() {
-        details.push(c.pool_detail(&p, deadline()).await.unwrap());
+        details.push(c.get(Query::pool_detail(&p), deadline()).await.unwrap());
     }
     let types: Vec<i64> = details.iter().map(|d| d.pool_type.unwrap()).collect();
     assert_eq!(
@@ -129,7 +139,7 @@ async fn special_pools_in_a_small_world() {
     let mut statuses = HashSet::new();
     let mut methods = HashSet::new();
     for i in sim.cards() {
-        let d = c.card_detail(&i, deadline()).await.unwrap();
+        let d = c.get(Query::card_detail(&i), deadline()).await.unwrap();
         statuses.insert(d.card_status.unwrap());
         methods.insert(d.billing_method.unwrap());
         assert_eq!(d.total_flow.is_none(), d.billing_method == Some(2));
@@ -154,7 +164,10 @@ async fn network_operation_changes_pool_counts() {
             .and_then(|s| s.total)
             .unwrap_or(0.0)
     };
-    let before = c.pool_detail("POOL-0001", deadline()).await.unwrap();
+    let before = c
+        .get(Query::pool_detail("POOL-0001"), deadline())
+        .await
+        .unwrap();
     let r = c
         .card_network(std::slice::from_ref(&iccid), false, deadline())
         .await
@@ -165,7 +178,10 @@ async fn network_operation_changes_pool_counts() {
         assert!(start.elapsed() < Duration::from_secs(20));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let after = c.pool_detail("POOL-0001", deadline()).await.unwrap();
+    let after = c
+        .get(Query::pool_detail("POOL-0001"), deadline())
+        .await
+        .unwrap();
     assert_eq!(count(&after, 8), count(&before, 8) - 1.0);
     assert_eq!(count(&after, 4), count(&before, 4) + 1.0);
     assert_eq!(after.total_card, before.total_card);
@@ -181,13 +197,18 @@ async fn named_targets_latency_and_counters() {
     .await;
     let c = client(&sim);
     let started = std::time::Instant::now();
-    c.pool_detail("POOL-0001", deadline()).await.unwrap();
+    c.get(Query::pool_detail("POOL-0001"), deadline())
+        .await
+        .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(150));
     for _ in 0..3 {
-        let e = c.pool_detail("POOL-0002", deadline()).await.unwrap_err();
+        let e = c
+            .get(Query::pool_detail("POOL-0002"), deadline())
+            .await
+            .unwrap_err();
         assert!(matches!(e, ApiError::Http { status: 500, .. }), "{e:?}");
     }
-    c.pool_day_usage("POOL-0002", "", deadline())
+    c.get(Query::day_usage(Subject::Pool, "POOL-0002", ""), deadline())
         .await
         .unwrap_err();
     assert_eq!(sim.requests(Endpoint::PoolDetail), 4);
@@ -210,7 +231,10 @@ async fn error_rate_mixes_every_class() {
     let c = client(&sim);
     let mut classes = HashSet::new();
     for _ in 0..100 {
-        let e = c.pool_detail("POOL-0001", deadline()).await.unwrap_err();
+        let e = c
+            .get(Query::pool_detail("POOL-0001"), deadline())
+            .await
+            .unwrap_err();
         classes.insert(e.outcome());
     }
     use tibiot_api::Outcome;
@@ -248,11 +272,14 @@ async fn large_world_answers_many_requests() {
             let iccid = cards[i % cards.len()].clone();
             async move {
                 if i % 2 == 0 {
-                    c.card_detail(&iccid, deadline()).await.is_ok()
+                    c.get(Query::card_detail(&iccid), deadline()).await.is_ok()
                 } else {
-                    c.pool_detail(&format!("POOL-{:04}", i % 200 + 1), deadline())
-                        .await
-                        .is_ok()
+                    c.get(
+                        Query::pool_detail(&format!("POOL-{:04}", i % 200 + 1)),
+                        deadline(),
+                    )
+                    .await
+                    .is_ok()
                 }
             }
         })
@@ -273,8 +300,13 @@ async fn large_world_answers_many_requests() {
 async fn shutdown_stops_serving() {
     let sim = sim(SimOptions::default()).await;
     let c = client(&sim);
-    c.pool_detail("POOL-0001", deadline()).await.unwrap();
+    c.get(Query::pool_detail("POOL-0001"), deadline())
+        .await
+        .unwrap();
     sim.shutdown().await;
-    let e = c.pool_detail("POOL-0001", deadline()).await.unwrap_err();
+    let e = c
+        .get(Query::pool_detail("POOL-0001"), deadline())
+        .await
+        .unwrap_err();
     assert!(matches!(e, ApiError::Transport(_)), "{e:?}");
 }

@@ -3,27 +3,28 @@
 //! join. The TTL rule ([`Slot::is_fresh`]) decides what a scrape fetches; the stale rule
 //! ([`Slot::served`]) decides what it still serves after failures.
 
+use crate::sys::unix_now;
 use futures::future::{BoxFuture, Shared};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tibiot_api::{ApiError, Outcome};
 use tokio::time::Instant;
 
 /// A fetch in progress; every scrape that needs it awaits a clone.
-pub type InFlight = Shared<BoxFuture<'static, ()>>;
+pub(crate) type InFlight = Shared<BoxFuture<'static, ()>>;
 
 /// A value with the time it was fetched.
 #[derive(Debug)]
-pub struct Fetched<T> {
-    pub value: T,
+pub(crate) struct Fetched<T> {
+    pub(crate) value: T,
     /// Unix seconds (for metrics and the landing page).
-    pub at_unix: f64,
+    pub(crate) at_unix: f64,
     /// Monotonic (for TTL and staleness).
-    pub at: Instant,
+    pub(crate) at: Instant,
 }
 
 impl<T> Fetched<T> {
-    pub fn now(value: T) -> Self {
+    pub(crate) fn now(value: T) -> Self {
         Self {
             value,
             at_unix: unix_now(),
@@ -35,32 +36,29 @@ impl<T> Fetched<T> {
 /// What went wrong with the latest attempt (safe to show: upstream text is cleaned by
 /// the client and secrets never enter an [`ApiError`]).
 #[derive(Debug, Clone)]
-pub struct FetchError {
-    pub outcome: Outcome,
-    pub message: String,
-    pub api_code: Option<i64>,
-    pub trace_id: Option<String>,
-    pub at_unix: f64,
+pub(crate) struct FetchError {
+    pub(crate) outcome: Outcome,
+    pub(crate) message: String,
+    pub(crate) api_code: Option<i64>,
+    pub(crate) at_unix: f64,
 }
 
 impl FetchError {
-    pub fn from_api(e: &ApiError) -> Self {
+    pub(crate) fn from_api(e: &ApiError) -> Self {
         Self {
             outcome: e.outcome(),
             message: e.to_string(),
             api_code: e.api_code(),
-            trace_id: e.trace_id().map(str::to_owned),
             at_unix: unix_now(),
         }
     }
 
     /// A fetch that did not finish before the scrape's deadline.
-    pub fn deadline() -> Self {
+    pub(crate) fn deadline() -> Self {
         Self {
             outcome: Outcome::Timeout,
             message: "not finished before the scrape deadline (still being fetched)".into(),
             api_code: None,
-            trace_id: None,
             at_unix: unix_now(),
         }
     }
@@ -68,12 +66,12 @@ impl FetchError {
 
 /// One cached value of one target.
 #[derive(Debug)]
-pub struct Slot<T> {
-    pub good: Option<Arc<Fetched<T>>>,
+pub(crate) struct Slot<T> {
+    pub(crate) good: Option<Arc<Fetched<T>>>,
     /// Outcome of the latest finished attempt; `None` before the first one.
-    pub last_ok: Option<bool>,
-    pub last_error: Option<Arc<FetchError>>,
-    pub inflight: Option<InFlight>,
+    pub(crate) last_ok: Option<bool>,
+    pub(crate) last_error: Option<Arc<FetchError>>,
+    pub(crate) inflight: Option<InFlight>,
 }
 
 impl<T> Default for Slot<T> {
@@ -90,7 +88,7 @@ impl<T> Default for Slot<T> {
 impl<T> Slot<T> {
     /// A good value younger than `ttl` exists.
     #[inline]
-    pub fn is_fresh(&self, now: Instant, ttl: Duration) -> bool {
+    pub(crate) fn is_fresh(&self, now: Instant, ttl: Duration) -> bool {
         self.good
             .as_ref()
             .is_some_and(|g| now.saturating_duration_since(g.at) < ttl)
@@ -98,7 +96,7 @@ impl<T> Slot<T> {
 
     /// The value to serve: the last good one while it is younger than `stale_after`.
     #[inline]
-    pub fn served(&self, now: Instant, stale_after: Duration) -> Option<Arc<Fetched<T>>> {
+    pub(crate) fn served(&self, now: Instant, stale_after: Duration) -> Option<Arc<Fetched<T>>> {
         self.good
             .as_ref()
             .filter(|g| now.saturating_duration_since(g.at) < stale_after)
@@ -106,7 +104,7 @@ impl<T> Slot<T> {
     }
 
     /// Records a finished attempt.
-    pub fn record(&mut self, result: Result<T, Arc<FetchError>>) {
+    pub(crate) fn record(&mut self, result: Result<T, Arc<FetchError>>) {
         match result {
             Ok(v) => {
                 self.good = Some(Arc::new(Fetched::now(v)));
@@ -120,14 +118,6 @@ impl<T> Slot<T> {
         }
         self.inflight = None;
     }
-}
-
-/// The current time as unix seconds.
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 #[cfg(test)]

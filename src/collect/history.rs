@@ -14,16 +14,16 @@ use tokio::time::Instant;
 
 /// The periods a scrape covers for one kind of target (computed once per scrape).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Window {
-    pub today: NaiveDate,
+pub(crate) struct Window {
+    pub(crate) today: NaiveDate,
     /// Oldest first, today last, with the unix second each day ends.
-    pub days: Vec<(NaiveDate, i64)>,
+    pub(crate) days: Vec<(NaiveDate, i64)>,
     /// Oldest first, this month last, with the unix second each month ends.
-    pub months: Vec<(Month, i64)>,
+    pub(crate) months: Vec<(Month, i64)>,
 }
 
 impl Window {
-    pub fn new(cal: &ApiCalendar, today: NaiveDate, days: u32, months: u32) -> Self {
+    pub(crate) fn new(cal: &ApiCalendar, today: NaiveDate, days: u32, months: u32) -> Self {
         Self {
             today,
             days: cal
@@ -39,19 +39,19 @@ impl Window {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.days.is_empty() && self.months.is_empty()
     }
 }
 
 /// One period of a target's history.
-pub type PeriodSlot = Slot<Option<f64>>;
+pub(crate) type PeriodSlot = Slot<Option<f64>>;
 
 /// The cached history of one target.
 #[derive(Debug, Default)]
-pub struct History {
-    pub days: BTreeMap<NaiveDate, PeriodSlot>,
-    pub months: BTreeMap<Month, PeriodSlot>,
+pub(crate) struct History {
+    pub(crate) days: BTreeMap<NaiveDate, PeriodSlot>,
+    pub(crate) months: BTreeMap<Month, PeriodSlot>,
     aligned_to: Option<(NaiveDate, usize, usize)>,
     view: Option<Arc<HistView>>,
 }
@@ -59,7 +59,7 @@ pub struct History {
 /// A period needs fetching: a closed one until it was fetched after it ended, an open one
 /// after `ttl`; never while a fetch is in flight.
 #[inline]
-pub fn period_due(
+pub(crate) fn period_due(
     slot: &PeriodSlot,
     end_unix: i64,
     now: Instant,
@@ -80,7 +80,7 @@ pub fn period_due(
 impl History {
     /// Makes the slots match the window: drops periods that left it, adds new ones. Cheap
     /// when the window did not move.
-    pub fn align(&mut self, w: &Window) {
+    pub(crate) fn align(&mut self, w: &Window) {
         let key = (w.today, w.days.len(), w.months.len());
         if self.aligned_to == Some(key) {
             return;
@@ -103,12 +103,12 @@ impl History {
     }
 
     /// Forgets the view after a slot changed.
-    pub fn invalidate(&mut self) {
+    pub(crate) fn invalidate(&mut self) {
         self.view = None;
     }
 
     /// The immutable view of the cached values and their health.
-    pub fn view(&mut self, cal: &ApiCalendar) -> Arc<HistView> {
+    pub(crate) fn view(&mut self, cal: &ApiCalendar) -> Arc<HistView> {
         if let Some(v) = &self.view {
             return v.clone();
         }
@@ -171,7 +171,7 @@ impl History {
     }
 
     /// Whether any period is being fetched right now.
-    pub fn any_inflight(&self) -> bool {
+    pub(crate) fn any_inflight(&self) -> bool {
         self.days.values().any(|s| s.inflight.is_some())
             || self.months.values().any(|s| s.inflight.is_some())
     }
@@ -179,32 +179,32 @@ impl History {
 
 /// One served period.
 #[derive(Debug, Clone)]
-pub struct Point {
+pub(crate) struct Point {
     /// `YYYY-MM-DD` or `YYYY-MM`.
-    pub label: Box<str>,
-    pub bytes: f64,
-    pub at: Instant,
+    pub(crate) label: Box<str>,
+    pub(crate) bytes: f64,
+    pub(crate) at: Instant,
     /// Closed and fetched after it ended: never stale.
-    pub immutable: bool,
+    pub(crate) immutable: bool,
 }
 
 impl Point {
     #[inline]
-    pub fn served(&self, now: Instant, stale_after: Duration) -> bool {
+    pub(crate) fn served(&self, now: Instant, stale_after: Duration) -> bool {
         self.immutable || now.saturating_duration_since(self.at) < stale_after
     }
 }
 
 /// The history of one target as the encoder sees it.
 #[derive(Debug, Default)]
-pub struct HistView {
-    pub days: Vec<Point>,
-    pub months: Vec<Point>,
+pub(crate) struct HistView {
+    pub(crate) days: Vec<Point>,
+    pub(crate) months: Vec<Point>,
     /// No period failed at its latest attempt.
-    pub ok: bool,
-    pub attempted: bool,
-    pub last_success: Option<f64>,
-    pub last_error: Option<Arc<FetchError>>,
+    pub(crate) ok: bool,
+    pub(crate) attempted: bool,
+    pub(crate) last_success: Option<f64>,
+    pub(crate) last_error: Option<Arc<FetchError>>,
 }
 
 #[cfg(test)]
@@ -256,7 +256,7 @@ mod tests {
         let mut s: PeriodSlot = Slot::default();
         s.record(Ok(Some(1.0)));
         // Fetched "now", the period ended one second ago... but fetched after: immutable.
-        let now_unix = super::super::cache::unix_now();
+        let now_unix = crate::sys::unix_now();
         let end = now_unix as i64 - 1;
         assert!(!period_due(
             &s,

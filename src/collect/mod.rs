@@ -1,247 +1,173 @@
-//! Turning a scrape into a [`Snapshot`]. The [`Collector`] owns the runtime built from the
-//! configuration (one [`AccountRt`] per account: client, limits, targets with their cache
-//! slots), swaps it on reload (keeping the cache of targets that stay), and answers scrapes:
-//! fetch what is due within the deadline ([`scrape`]), then freeze an immutable snapshot for
-//! the encoder. A snapshot holds `Arc`s of the cached values, so taking one copies no data.
+//! Collection: turning a scrape into a [`Snapshot`]. The [`Collector`] owns the runtime built
+//! from the configuration — one account runtime per account (client, limits, statistics, and
+//! for every registered [`TargetKind`] its targets with their cache slots) — swaps it on
+//! reload (keeping the cache of targets that stay), and answers scrapes: fetch what is due
+//! within the deadline ([`scrape`]), then freeze an immutable snapshot for the encoder
+//! ([`snapshot`]). A snapshot holds `Arc`s of the cached values, so taking one copies no data.
+//!
+//! This module knows target kinds only through [`TargetKind`] and the list it is given at
+//! construction; it knows nothing of metric names or the exposition format
+//! (docs/architecture.md).
 
-pub mod cache;
-pub mod history;
-pub mod scrape;
-pub mod values;
+pub(crate) mod cache;
+pub(crate) mod history;
+mod kind;
+pub(crate) mod scrape;
+pub(crate) mod snapshot;
+pub(crate) mod stats;
 
 use crate::config::{CollectConfig, Config};
-use crate::metrics::api_stats::ApiStats;
-use crate::metrics::expo::label_fragment;
-use cache::{FetchError, Fetched, Slot};
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use history::{HistView, History};
+use crate::sys::lock;
+use cache::Slot;
+use history::History;
+pub(crate) use kind::same;
+pub use kind::{FetchCx, TargetKind, Values};
+pub use scrape::Scope;
+pub use snapshot::{Health, Snapshot, TargetSnap};
+use stats::AccountStats;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Duration;
-use tibiot_api::calendar::ApiCalendar;
-use tibiot_api::{
-    ApiError, CardDetail, Client, Deadline, Endpoint, Gate, PoolDetail, RequestObserver,
-};
-use tokio::time::Instant;
-pub use values::{CardValues, PoolValues};
+use std::sync::{Arc, Mutex, RwLock};
+use tibiot_api::{Client, Gate, RequestObserver};
 
-/// Locks a mutex, ignoring poisoning (a panicking fetch must not wedge the cache).
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// Why a configuration could not be put into service.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// The account's HTTP client could not be built (a header or base URL the client
+    /// rejects).
+    #[error("accounts[{account}]: {source}")]
+    Client {
+        account: String,
+        #[source]
+        source: tibiot_api::client::BuildError,
+    },
 }
 
-/// The `kind` label of the collection-health metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Pool,
-    Card,
-    PoolHistory,
-    CardHistory,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Pool => "pool",
-            Kind::Card => "card",
-            Kind::PoolHistory => "pool_history",
-            Kind::CardHistory => "card_history",
-        }
-    }
-}
-
-/// A kind of target (pool or card): how its detail and history are fetched.
-pub trait Fetchable: Sized + Send + Sync + 'static {
-    const KIND: Kind;
-    const HISTORY: Kind;
-    const DETAIL: Endpoint;
-    const DAY: Endpoint;
-    const MONTH: Endpoint;
-    /// The target label name (`pool` or `iccid`).
-    const LABEL: &'static str;
-    fn fetch(
-        client: Client,
-        id: Arc<str>,
-        cal: ApiCalendar,
-        deadline: Deadline,
-    ) -> BoxFuture<'static, Result<Self, ApiError>>;
-    /// Usage of one day (`YYYY-MM-DD`) or month (`YYYY-MM`), in bytes.
-    fn fetch_period(
-        client: Client,
-        id: Arc<str>,
-        period: String,
-        month: bool,
-        deadline: Deadline,
-    ) -> BoxFuture<'static, Result<Option<f64>, ApiError>> {
-        let ep = if month { Self::MONTH } else { Self::DAY };
-        async move {
-            let kb = client.usage_kb(ep, &id, &period, deadline).await?;
-            Ok(kb.map(values::kb_to_bytes))
-        }
-        .boxed()
-    }
-}
-
-impl Fetchable for PoolValues {
-    const KIND: Kind = Kind::Pool;
-    const HISTORY: Kind = Kind::PoolHistory;
-    const DETAIL: Endpoint = Endpoint::PoolDetail;
-    const DAY: Endpoint = Endpoint::PoolDayUsage;
-    const MONTH: Endpoint = Endpoint::PoolMonthUsage;
-    const LABEL: &'static str = "pool";
-    fn fetch(
-        client: Client,
-        id: Arc<str>,
-        cal: ApiCalendar,
-        deadline: Deadline,
-    ) -> BoxFuture<'static, Result<Self, ApiError>> {
-        async move {
-            let d: PoolDetail = client.pool_detail(&id, deadline).await?;
-            Ok(PoolValues::from_detail(&d, &cal))
-        }
-        .boxed()
-    }
-}
-
-impl Fetchable for CardValues {
-    const KIND: Kind = Kind::Card;
-    const HISTORY: Kind = Kind::CardHistory;
-    const DETAIL: Endpoint = Endpoint::CardDetail;
-    const DAY: Endpoint = Endpoint::CardDayUsage;
-    const MONTH: Endpoint = Endpoint::CardMonthUsage;
-    const LABEL: &'static str = "iccid";
-    fn fetch(
-        client: Client,
-        id: Arc<str>,
-        _cal: ApiCalendar,
-        deadline: Deadline,
-    ) -> BoxFuture<'static, Result<Self, ApiError>> {
-        async move {
-            let d: CardDetail = client.card_detail(&id, deadline).await?;
-            Ok(CardValues::from_detail(&d))
-        }
-        .boxed()
-    }
-}
-
-/// One pool or card of one account, with its cache.
+/// One target (a pool, a card, …) of one account, with its cache.
 #[derive(Debug)]
-pub struct Target<V> {
-    /// Pool code or ICCID.
-    pub id: Arc<str>,
-    /// `account="..",pool=".."` or `account="..",iccid=".."`, escaped.
-    pub labels: Box<str>,
-    pub detail: Mutex<Slot<V>>,
+pub(crate) struct Target {
+    /// The account's name (the `account` label).
+    pub(crate) account: Arc<str>,
+    /// Pool code, ICCID, …: the value of the kind's id label.
+    pub(crate) id: Arc<str>,
+    pub(crate) detail: Mutex<Slot<Values>>,
     /// Allocated on first use (most cards have no history configured).
-    pub history: Mutex<Option<Box<History>>>,
+    pub(crate) history: Mutex<Option<Box<History>>>,
 }
 
-impl<V: Fetchable> Target<V> {
-    pub fn new(account: &str, id: &str) -> Self {
+impl Target {
+    fn new(account: &Arc<str>, id: &str) -> Self {
         Self {
+            account: account.clone(),
             id: Arc::from(id),
-            labels: label_fragment(&[("account", account), (V::LABEL, id)]),
             detail: Mutex::new(Slot::default()),
             history: Mutex::new(None),
         }
     }
 }
 
-pub type PoolTarget = Target<PoolValues>;
-pub type CardTarget = Target<CardValues>;
-
 /// The most probe-only targets (not in the configuration) kept per account and kind.
 const MAX_PROBE_TARGETS: usize = 10_000;
 
+/// The targets of one kind in one account.
+pub(crate) struct KindTargets {
+    pub(crate) kind: &'static dyn TargetKind,
+    /// The configured targets, in configuration order, without duplicates.
+    pub(crate) targets: Vec<Arc<Target>>,
+    /// Targets asked for by `/probe` only, kept for later probes.
+    probed: Mutex<HashMap<Arc<str>, Arc<Target>>>,
+}
+
+impl KindTargets {
+    /// A configured target, or a probe-only one (kept for later probes).
+    fn target(&self, account: &Arc<str>, id: &str) -> Arc<Target> {
+        if let Some(t) = self.targets.iter().find(|t| &*t.id == id) {
+            return t.clone();
+        }
+        let mut m = lock(&self.probed);
+        if let Some(t) = m.get(id) {
+            return t.clone();
+        }
+        if m.len() >= MAX_PROBE_TARGETS {
+            m.clear();
+        }
+        let t = Arc::new(Target::new(account, id));
+        m.insert(t.id.clone(), t.clone());
+        t
+    }
+}
+
 /// One account at run time.
-pub struct AccountRt {
-    pub name: Arc<str>,
-    /// `account="name"`, escaped.
-    pub label: Box<str>,
-    pub base_url: String,
+pub(crate) struct AccountRt {
+    pub(crate) name: Arc<str>,
+    base_url: String,
     /// Passes every attempt through the account's [`Gate`] (`concurrency`,
     /// `requests_per_second`).
-    pub client: Client,
-    pub stats: Arc<ApiStats>,
-    pub pools: Vec<Arc<PoolTarget>>,
-    pub cards: Vec<Arc<CardTarget>>,
-    probe_pools: Mutex<HashMap<Arc<str>, Arc<PoolTarget>>>,
-    probe_cards: Mutex<HashMap<Arc<str>, Arc<CardTarget>>>,
+    pub(crate) client: Client,
+    pub(crate) stats: Arc<AccountStats>,
+    /// One entry per registered kind, in registration order.
+    pub(crate) kinds: Vec<KindTargets>,
 }
 
 impl std::fmt::Debug for AccountRt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccountRt")
-            .field("name", &self.name)
-            .field("pools", &self.pools.len())
-            .field("cards", &self.cards.len())
-            .finish()
+        let mut d = f.debug_struct("AccountRt");
+        d.field("name", &self.name);
+        for k in &self.kinds {
+            d.field(k.kind.name(), &k.targets.len());
+        }
+        d.finish()
     }
 }
 
 impl AccountRt {
-    /// A configured pool, or a probe-only one (kept for later probes).
-    pub fn pool_target(&self, code: &str) -> Arc<PoolTarget> {
-        if let Some(t) = self.pools.iter().find(|t| &*t.id == code) {
-            return t.clone();
-        }
-        probe_target(&self.probe_pools, &self.name, code)
+    /// The target `id` of `kind`: a configured one, or a probe-only one.
+    pub(crate) fn target(&self, kind: &dyn TargetKind, id: &str) -> Option<Arc<Target>> {
+        let k = self.kinds.iter().find(|k| same(k.kind, kind))?;
+        Some(k.target(&self.name, id))
     }
-
-    /// A configured card, or a probe-only one (kept for later probes).
-    pub fn card_target(&self, iccid: &str) -> Arc<CardTarget> {
-        if let Some(t) = self.cards.iter().find(|t| &*t.id == iccid) {
-            return t.clone();
-        }
-        probe_target(&self.probe_cards, &self.name, iccid)
-    }
-}
-
-fn probe_target<V: Fetchable>(
-    map: &Mutex<HashMap<Arc<str>, Arc<Target<V>>>>,
-    account: &str,
-    id: &str,
-) -> Arc<Target<V>> {
-    let mut m = lock(map);
-    if let Some(t) = m.get(id) {
-        return t.clone();
-    }
-    if m.len() >= MAX_PROBE_TARGETS {
-        m.clear();
-    }
-    let t = Arc::new(Target::new(account, id));
-    m.insert(t.id.clone(), t.clone());
-    t
 }
 
 /// Everything built from one configuration.
 #[derive(Debug)]
-pub struct Runtime {
-    pub config: Arc<Config>,
-    pub accounts: Vec<Arc<AccountRt>>,
+pub(crate) struct Runtime {
+    pub(crate) config: Arc<Config>,
+    pub(crate) accounts: Vec<Arc<AccountRt>>,
 }
 
 impl Runtime {
-    pub fn settings(&self) -> &CollectConfig {
+    pub(crate) fn settings(&self) -> &CollectConfig {
         &self.config.collect
     }
 
-    pub fn account(&self, name: &str) -> Option<&Arc<AccountRt>> {
+    pub(crate) fn account(&self, name: &str) -> Option<&Arc<AccountRt>> {
         self.accounts.iter().find(|a| &*a.name == name)
     }
 }
 
-/// The collector: the current runtime, replaced on reload.
+/// The collector: the registered kinds and the current runtime, replaced on reload.
 pub struct Collector {
+    kinds: &'static [&'static dyn TargetKind],
     rt: RwLock<Arc<Runtime>>,
-    stats: Mutex<HashMap<String, Arc<ApiStats>>>,
+    stats: Mutex<HashMap<String, Arc<AccountStats>>>,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("kinds", &self.kinds)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Collector {
-    /// Builds the runtime of `config`. Fails only when a client cannot be built.
-    pub fn new(config: Arc<Config>) -> Result<Self, String> {
+    /// Builds the runtime of `config` for the given kinds. Fails only when a client cannot be
+    /// built.
+    pub fn new(
+        config: Arc<Config>,
+        kinds: &'static [&'static dyn TargetKind],
+    ) -> Result<Self, CollectError> {
         let c = Collector {
+            kinds,
             rt: RwLock::new(Arc::new(Runtime {
                 config: config.clone(),
                 accounts: Vec::new(),
@@ -252,8 +178,13 @@ impl Collector {
         Ok(c)
     }
 
+    /// The registered kinds, in registration order.
+    pub fn kinds(&self) -> &'static [&'static dyn TargetKind] {
+        self.kinds
+    }
+
     /// The current runtime.
-    pub fn runtime(&self) -> Arc<Runtime> {
+    pub(crate) fn runtime(&self) -> Arc<Runtime> {
         self.rt.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -263,7 +194,7 @@ impl Collector {
 
     /// The statistics of the configured accounts, in configuration order (counters survive
     /// reloads; an account that is removed and added again continues its counters).
-    pub fn stats(&self) -> Vec<Arc<ApiStats>> {
+    pub(crate) fn stats(&self) -> Vec<Arc<AccountStats>> {
         self.runtime()
             .accounts
             .iter()
@@ -272,15 +203,15 @@ impl Collector {
     }
 
     /// Applies a new configuration. Targets that stay (same account name and base URL, same
-    /// pool code or ICCID) keep their cache; nothing changes when it fails.
-    pub fn reload(&self, config: Arc<Config>) -> Result<(), String> {
+    /// kind and id) keep their cache; nothing changes when it fails.
+    pub fn reload(&self, config: Arc<Config>) -> Result<(), CollectError> {
         let old = self.runtime();
         let collect = &config.collect;
         let mut accounts = Vec::with_capacity(config.accounts.len());
         for a in &config.accounts {
             let stats = lock(&self.stats)
                 .entry(a.name.clone())
-                .or_insert_with(|| Arc::new(ApiStats::new(&a.name)))
+                .or_insert_with(|| Arc::new(AccountStats::new(&a.name)))
                 .clone();
             let mut opts = a.client_options();
             opts.request_timeout = collect.timeout;
@@ -289,23 +220,35 @@ impl Collector {
                 collect.concurrency,
                 collect.requests_per_second,
             )));
-            let client = Client::new(opts).map_err(|e| format!("accounts[{}]: {e}", a.name))?;
+            let client = Client::new(opts).map_err(|source| CollectError::Client {
+                account: a.name.clone(),
+                source,
+            })?;
             let prev = old
                 .account(&a.name)
                 .filter(|p| p.base_url == a.base_url)
                 .cloned();
-            let pools = build_targets(&a.name, &a.pools, prev.as_ref().map(|p| &p.pools));
-            let cards = build_targets(&a.name, &a.cards, prev.as_ref().map(|p| &p.cards));
+            let name: Arc<str> = Arc::from(a.name.as_str());
+            let kinds = self
+                .kinds
+                .iter()
+                .map(|&kind| {
+                    let prev = prev
+                        .as_ref()
+                        .and_then(|p| p.kinds.iter().find(|k| same(k.kind, kind)));
+                    KindTargets {
+                        kind,
+                        targets: build_targets(&name, kind.configured(a), prev),
+                        probed: Mutex::new(HashMap::new()),
+                    }
+                })
+                .collect();
             accounts.push(Arc::new(AccountRt {
-                name: Arc::from(a.name.as_str()),
-                label: label_fragment(&[("account", &a.name)]),
+                name,
                 base_url: a.base_url.clone(),
                 client,
                 stats,
-                pools,
-                cards,
-                probe_pools: Mutex::new(HashMap::new()),
-                probe_cards: Mutex::new(HashMap::new()),
+                kinds,
             }));
         }
         let rt = Arc::new(Runtime { config, accounts });
@@ -315,13 +258,13 @@ impl Collector {
 }
 
 /// The targets of `ids` (de-duplicated), reusing the cached ones of `prev`.
-fn build_targets<V: Fetchable>(
-    account: &str,
+fn build_targets(
+    account: &Arc<str>,
     ids: &[String],
-    prev: Option<&Vec<Arc<Target<V>>>>,
-) -> Vec<Arc<Target<V>>> {
-    let prev: HashMap<&str, &Arc<Target<V>>> = prev
-        .map(|l| l.iter().map(|t| (&*t.id, t)).collect())
+    prev: Option<&KindTargets>,
+) -> Vec<Arc<Target>> {
+    let prev: HashMap<&str, &Arc<Target>> = prev
+        .map(|k| k.targets.iter().map(|t| (&*t.id, t)).collect())
         .unwrap_or_default();
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
     let mut out = Vec::with_capacity(ids.len());
@@ -336,65 +279,4 @@ fn build_targets<V: Fetchable>(
         );
     }
     out
-}
-
-/// Health of one collection kind of one target, as of a snapshot.
-#[derive(Debug, Clone, Default)]
-pub struct Health {
-    /// An attempt has finished (or timed out) at least once.
-    pub attempted: bool,
-    /// The latest attempt succeeded (in time).
-    pub ok: bool,
-    /// When the served values were fetched.
-    pub last_success: Option<f64>,
-    pub error: Option<Arc<FetchError>>,
-}
-
-/// One target as of a snapshot.
-#[derive(Debug)]
-pub struct TargetSnap<V> {
-    pub target: Arc<Target<V>>,
-    /// The served value (fresh, or cached within `stale_after`).
-    pub value: Option<Arc<Fetched<V>>>,
-    pub health: Health,
-    /// History view and health, when history is configured for this kind.
-    pub history: Option<(Arc<HistView>, Health)>,
-}
-
-/// One account as of a snapshot.
-#[derive(Debug)]
-pub struct AccountSnap {
-    pub rt: Arc<AccountRt>,
-    pub up: Option<bool>,
-    pub pools: Vec<TargetSnap<PoolValues>>,
-    pub cards: Vec<TargetSnap<CardValues>>,
-}
-
-/// The outcome of a `/probe`.
-#[derive(Debug, Clone, Copy)]
-pub struct ProbeResult {
-    pub success: bool,
-    pub duration: f64,
-}
-
-/// An immutable view of everything a scrape serves.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub now: Instant,
-    pub now_unix: f64,
-    pub stale_after: Duration,
-    pub accounts: Vec<AccountSnap>,
-    /// Time the scrape spent collecting (absent for views that did not collect).
-    pub scrape_duration: Option<f64>,
-    pub probe: Option<ProbeResult>,
-}
-
-impl Snapshot {
-    pub fn pools(&self) -> impl Iterator<Item = &TargetSnap<PoolValues>> {
-        self.accounts.iter().flat_map(|a| a.pools.iter())
-    }
-
-    pub fn cards(&self) -> impl Iterator<Item = &TargetSnap<CardValues>> {
-        self.accounts.iter().flat_map(|a| a.cards.iter())
-    }
 }

@@ -2,48 +2,40 @@
 //! spawned task behind a shared future stored in the target's slot (concurrent scrapes join
 //! it instead of calling upstream again), wait for them until the deadline — the timeout is
 //! around the wait, not the fetch, so a fetch that outlives a scrape still fills the cache for
-//! the next — and freeze a [`Snapshot`].
+//! the next — and freeze a [`Snapshot`] (see [`super::snapshot`]).
 
-use super::cache::{FetchError, InFlight, Slot, unix_now};
+use super::cache::{FetchError, InFlight, Slot};
 use super::history::{Window, period_due};
-use super::{
-    AccountRt, AccountSnap, CardValues, Collector, Fetchable, Health, PoolValues, ProbeResult,
-    Runtime, Snapshot, Target, TargetSnap, lock,
-};
+use super::snapshot::{ProbeResult, snapshot};
+use super::{AccountRt, Collector, FetchCx, Runtime, Snapshot, Target, TargetKind};
 use crate::config::CollectConfig;
+use crate::sys::{lock, unix_now};
 use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
-use tibiot_api::Deadline;
-use tibiot_api::calendar::Month;
+use tibiot_api::calendar::{Month, format_day};
+use tibiot_api::{Deadline, Query};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// What a scrape covers.
 #[derive(Debug, Clone)]
 pub enum Scope {
+    /// Every configured target.
     All,
-    Pool { account: String, code: String },
-    Card { account: String, iccid: String },
+    /// One target of one account (`/probe`); it need not be configured.
+    Target {
+        account: String,
+        kind: &'static dyn TargetKind,
+        id: String,
+    },
 }
 
-/// The history windows of one scrape.
-struct Windows {
-    pool: Option<Window>,
-    card: Option<Window>,
-}
-
-impl Windows {
-    fn new(c: &CollectConfig) -> Self {
-        let today = c.calendar.today();
-        let h = &c.history;
-        let pool = Window::new(&c.calendar, today, h.pool_days, h.pool_months);
-        let card = Window::new(&c.calendar, today, h.card_days, h.card_months);
-        Self {
-            pool: (!pool.is_empty()).then_some(pool),
-            card: (!card.is_empty()).then_some(card),
-        }
-    }
+/// The history window of `kind` for one scrape (`None`: no history).
+pub(crate) fn window(kind: &dyn TargetKind, c: &CollectConfig) -> Option<Window> {
+    let (days, months) = kind.history_window(c);
+    let w = Window::new(&c.calendar, c.calendar.today(), days, months);
+    (!w.is_empty()).then_some(w)
 }
 
 /// Fetches started per account (and scrape) per slot of `concurrency`; see
@@ -78,23 +70,22 @@ impl Collector {
         snapshot(&rt, &Scope::All, false)
     }
 
-    /// Collects one target (the `/probe` endpoint). `None` when the account is unknown.
+    /// Collects one target (the `/probe` endpoint). `None` when the scope is not one target
+    /// of a configured account.
     pub async fn probe(&self, scope: &Scope, deadline: Instant) -> Option<Snapshot> {
         let started = Instant::now();
         let rt = self.runtime();
-        let account = match scope {
-            Scope::All => return None,
-            Scope::Pool { account, .. } | Scope::Card { account, .. } => account,
+        let Scope::Target { account, .. } = scope else {
+            return None;
         };
         rt.account(account)?;
         let timed_out = collect(&rt, scope, deadline).await;
         let mut snap = snapshot(&rt, scope, timed_out);
         let success = snap.accounts.iter().all(|a| {
-            a.pools
+            a.kinds
                 .iter()
-                .map(|p| (&p.health, &p.history))
-                .chain(a.cards.iter().map(|c| (&c.health, &c.history)))
-                .all(|(h, hist)| h.ok && hist.as_ref().is_none_or(|(_, hh)| hh.ok))
+                .flat_map(|k| &k.targets)
+                .all(|t| t.health.ok && t.history.as_ref().is_none_or(|(_, h)| h.ok))
         });
         snap.probe = Some(ProbeResult {
             success,
@@ -108,7 +99,6 @@ impl Collector {
 /// Returns whether the deadline cut the wait short.
 async fn collect(rt: &Runtime, scope: &Scope, deadline: Instant) -> bool {
     let settings = rt.settings();
-    let windows = Windows::new(settings);
     let mut plan = Plan {
         settings,
         now: Instant::now(),
@@ -117,25 +107,32 @@ async fn collect(rt: &Runtime, scope: &Scope, deadline: Instant) -> bool {
         jobs: Vec::new(),
         history_jobs: Vec::new(),
     };
+    // Windows are the same for every account: computed once per kind.
+    let windows: Vec<Option<Window>> = match rt.accounts.first() {
+        Some(a) => a.kinds.iter().map(|k| window(k.kind, settings)).collect(),
+        None => Vec::new(),
+    };
     for acc in &rt.accounts {
         match scope {
             Scope::All => {
-                for p in &acc.pools {
-                    plan.target(p, settings.pool_ttl, windows.pool.as_ref());
+                for (k, w) in acc.kinds.iter().zip(&windows) {
+                    let ttl = k.kind.ttl(settings);
+                    for t in &k.targets {
+                        plan.target(k.kind, t, ttl, w.as_ref());
+                    }
                 }
-                for c in &acc.cards {
-                    plan.target(c, settings.card_ttl, windows.card.as_ref());
+            }
+            Scope::Target { account, kind, id } if **account == *acc.name => {
+                if let Some(t) = acc.target(*kind, id) {
+                    plan.target(
+                        *kind,
+                        &t,
+                        kind.ttl(settings),
+                        window(*kind, settings).as_ref(),
+                    );
                 }
             }
-            Scope::Pool { account, code } if **account == *acc.name => {
-                let p = acc.pool_target(code);
-                plan.target(&p, settings.pool_ttl, windows.pool.as_ref());
-            }
-            Scope::Card { account, iccid } if **account == *acc.name => {
-                let c = acc.card_target(iccid);
-                plan.target(&c, settings.card_ttl, windows.card.as_ref());
-            }
-            _ => {}
+            Scope::Target { .. } => {}
         }
         plan.dispatch(acc);
     }
@@ -156,7 +153,13 @@ fn marker() -> (oneshot::Sender<()>, InFlight) {
 }
 
 impl Plan<'_> {
-    fn target<V: WorkOf>(&mut self, t: &Arc<Target<V>>, ttl: Duration, window: Option<&Window>) {
+    fn target(
+        &mut self,
+        kind: &'static dyn TargetKind,
+        t: &Arc<Target>,
+        ttl: Duration,
+        window: Option<&Window>,
+    ) {
         let detail_failing;
         {
             let mut slot = lock(&t.detail);
@@ -169,7 +172,9 @@ impl Plan<'_> {
                 slot.inflight = Some(f.clone());
                 self.waits.push(f);
                 self.jobs.push(Job {
-                    work: V::detail_work(t.clone()),
+                    kind,
+                    target: t.clone(),
+                    work: Work::Detail,
                     done: tx,
                 });
             }
@@ -200,7 +205,9 @@ impl Plan<'_> {
                 slot.inflight = Some(f.clone());
                 self.waits.push(f);
                 self.history_jobs.push(Job {
-                    work: V::period_work(t.clone(), period),
+                    kind,
+                    target: t.clone(),
+                    work: Work::Period(period),
                     done: tx,
                 });
             }
@@ -229,14 +236,15 @@ impl Plan<'_> {
                 .await;
             if many {
                 // A large fill leaves a lot of freed request buffers behind.
-                crate::metrics::process::release_freed_memory();
+                crate::sys::release_freed_memory();
             }
         });
     }
 }
 
+/// One period of a target's usage history.
 #[derive(Debug, Clone, Copy)]
-pub enum Period {
+enum Period {
     Day(chrono::NaiveDate),
     Month(Month),
 }
@@ -244,45 +252,23 @@ pub enum Period {
 impl Period {
     fn label(self) -> String {
         match self {
-            Period::Day(d) => tibiot_api::calendar::format_day(d),
+            Period::Day(d) => format_day(d),
             Period::Month(m) => m.to_string(),
         }
     }
 }
 
+/// What a job fetches of its target.
+#[derive(Debug, Clone, Copy)]
+enum Work {
+    Detail,
+    Period(Period),
+}
+
 /// One upstream fetch to do.
-pub enum Work {
-    PoolDetail(Arc<Target<PoolValues>>),
-    CardDetail(Arc<Target<CardValues>>),
-    PoolPeriod(Arc<Target<PoolValues>>, Period),
-    CardPeriod(Arc<Target<CardValues>>, Period),
-}
-
-/// How a kind of target names its work.
-pub trait WorkOf: Fetchable {
-    fn detail_work(t: Arc<Target<Self>>) -> Work;
-    fn period_work(t: Arc<Target<Self>>, p: Period) -> Work;
-}
-
-impl WorkOf for PoolValues {
-    fn detail_work(t: Arc<Target<Self>>) -> Work {
-        Work::PoolDetail(t)
-    }
-    fn period_work(t: Arc<Target<Self>>, p: Period) -> Work {
-        Work::PoolPeriod(t, p)
-    }
-}
-
-impl WorkOf for CardValues {
-    fn detail_work(t: Arc<Target<Self>>) -> Work {
-        Work::CardDetail(t)
-    }
-    fn period_work(t: Arc<Target<Self>>, p: Period) -> Work {
-        Work::CardPeriod(t, p)
-    }
-}
-
 struct Job {
+    kind: &'static dyn TargetKind,
+    target: Arc<Target>,
     work: Work,
     /// Dropped once the result is recorded: wakes every scrape waiting for it.
     done: oneshot::Sender<()>,
@@ -292,29 +278,28 @@ impl Job {
     /// Fetches and records; a panic is recorded as a failure. Dropping `done` afterwards
     /// wakes the waiting scrapes.
     async fn run(self, acc: &AccountRt, s: &CollectConfig) {
-        let Job { work, done } = self;
-        let result = std::panic::AssertUnwindSafe(execute(&work, acc, s))
-            .catch_unwind()
-            .await;
+        let Job {
+            kind,
+            target,
+            work,
+            done,
+        } = self;
+        let result = std::panic::AssertUnwindSafe(async {
+            match work {
+                Work::Detail => fetch_detail(acc, kind, &target, s).await,
+                Work::Period(p) => fetch_period(acc, kind, &target, p, s).await,
+            }
+        })
+        .catch_unwind()
+        .await;
         if result.is_err() {
             let e = internal_error();
-            match &work {
-                Work::PoolDetail(t) => lock(&t.detail).record(Err(e)),
-                Work::CardDetail(t) => lock(&t.detail).record(Err(e)),
-                Work::PoolPeriod(t, p) => record_period(t, *p, Err(e)),
-                Work::CardPeriod(t, p) => record_period(t, *p, Err(e)),
+            match work {
+                Work::Detail => lock(&target.detail).record(Err(e)),
+                Work::Period(p) => record_period(&target, p, Err(e)),
             }
         }
         drop(done);
-    }
-}
-
-async fn execute(work: &Work, acc: &AccountRt, s: &CollectConfig) {
-    match work {
-        Work::PoolDetail(t) => fetch_detail(acc, t, s).await,
-        Work::CardDetail(t) => fetch_detail(acc, t, s).await,
-        Work::PoolPeriod(t, p) => fetch_period(acc, t, *p, s).await,
-        Work::CardPeriod(t, p) => fetch_period(acc, t, *p, s).await,
     }
 }
 
@@ -326,52 +311,48 @@ fn internal_error() -> Arc<FetchError> {
     Arc::new(e)
 }
 
-async fn fetch_detail<V: Fetchable>(acc: &AccountRt, t: &Target<V>, s: &CollectConfig) {
-    let cal = s.calendar;
-    let id = t.id.clone();
-    let res = V::fetch(
-        acc.client.clone(),
-        id,
-        cal,
-        Deadline::AfterAdmission(s.timeout),
-    )
-    .await;
+async fn fetch_detail(acc: &AccountRt, kind: &dyn TargetKind, t: &Target, s: &CollectConfig) {
+    let cx = FetchCx {
+        calendar: s.calendar,
+        deadline: Deadline::AfterAdmission(s.timeout),
+    };
+    let res = kind.fetch(&acc.client, &t.id, &cx).await;
     let res = res.map_err(|e| {
-        crate::logging::fetch_failed(&acc.name, V::KIND.as_str(), &t.id, None, V::DETAIL, &e);
+        let ep = kind.subject().detail();
+        crate::logging::fetch_failed(&acc.name, kind.name(), &t.id, None, ep, &e);
         Arc::new(FetchError::from_api(&e))
     });
     lock(&t.detail).record(res);
 }
 
-async fn fetch_period<V: Fetchable>(
+async fn fetch_period(
     acc: &AccountRt,
-    t: &Target<V>,
+    kind: &dyn TargetKind,
+    t: &Target,
     period: Period,
     s: &CollectConfig,
 ) {
-    let (month, ep) = match period {
-        Period::Day(_) => (false, V::DAY),
-        Period::Month(_) => (true, V::MONTH),
-    };
     let label = period.label();
-    let id = t.id.clone();
-    let p = label.clone();
-    let res = V::fetch_period(
-        acc.client.clone(),
-        id,
-        p,
-        month,
-        Deadline::AfterAdmission(s.timeout),
-    )
-    .await;
+    let subject = kind.subject();
+    let query = match period {
+        Period::Day(_) => Query::day_usage(subject, &t.id, &label),
+        Period::Month(_) => Query::month_usage(subject, &t.id, &label),
+    };
+    let ep = query.endpoint();
+    let res = acc
+        .client
+        .get(query, Deadline::AfterAdmission(s.timeout))
+        .await
+        // KB from the API, bytes in the cache and on the wire.
+        .map(|kb| kb.map(|kb| kb * 1024.0));
     let res = res.map_err(|e| {
-        crate::logging::fetch_failed(&acc.name, V::HISTORY.as_str(), &t.id, Some(&label), ep, &e);
+        crate::logging::fetch_failed(&acc.name, kind.history_name(), &t.id, Some(&label), ep, &e);
         Arc::new(FetchError::from_api(&e))
     });
     record_period(t, period, res);
 }
 
-fn record_period<V>(t: &Target<V>, period: Period, res: Result<Option<f64>, Arc<FetchError>>) {
+fn record_period(t: &Target, period: Period, res: Result<Option<f64>, Arc<FetchError>>) {
     let mut guard = lock(&t.history);
     let Some(h) = guard.as_mut() else { return };
     let slot: Option<&mut Slot<Option<f64>>> = match period {
@@ -382,110 +363,4 @@ fn record_period<V>(t: &Target<V>, period: Period, res: Result<Option<f64>, Arc<
         slot.record(res);
     }
     h.invalidate();
-}
-
-/// Freezes the state of `scope`. `timed_out`: the scrape's wait was cut short, so what is
-/// still in flight is reported as failed.
-fn snapshot(rt: &Runtime, scope: &Scope, timed_out: bool) -> Snapshot {
-    let settings = rt.settings();
-    let now = Instant::now();
-    let ctx = SnapCtx {
-        now,
-        stale_after: settings.stale_after,
-        timed_out,
-        cal: settings.calendar,
-        pool_history: settings.history.pool_days + settings.history.pool_months > 0,
-        card_history: settings.history.card_days + settings.history.card_months > 0,
-    };
-    let mut accounts = Vec::with_capacity(rt.accounts.len());
-    for acc in &rt.accounts {
-        let (pools, cards) = match scope {
-            Scope::All => (
-                acc.pools
-                    .iter()
-                    .map(|p| ctx.target(p, ctx.pool_history))
-                    .collect(),
-                acc.cards
-                    .iter()
-                    .map(|c| ctx.target(c, ctx.card_history))
-                    .collect(),
-            ),
-            Scope::Pool { account, code } if **account == *acc.name => (
-                vec![ctx.target(&acc.pool_target(code), ctx.pool_history)],
-                Vec::new(),
-            ),
-            Scope::Card { account, iccid } if **account == *acc.name => (
-                Vec::new(),
-                vec![ctx.target(&acc.card_target(iccid), ctx.card_history)],
-            ),
-            _ => continue,
-        };
-        accounts.push(AccountSnap {
-            rt: acc.clone(),
-            up: acc.stats.up(),
-            pools,
-            cards,
-        });
-    }
-    Snapshot {
-        now,
-        now_unix: unix_now(),
-        stale_after: settings.stale_after,
-        accounts,
-        scrape_duration: None,
-        probe: None,
-    }
-}
-
-struct SnapCtx {
-    now: Instant,
-    stale_after: Duration,
-    timed_out: bool,
-    cal: tibiot_api::calendar::ApiCalendar,
-    pool_history: bool,
-    card_history: bool,
-}
-
-impl SnapCtx {
-    fn target<V>(&self, t: &Arc<Target<V>>, with_history: bool) -> TargetSnap<V> {
-        let (value, health) = {
-            let slot = lock(&t.detail);
-            let value = slot.served(self.now, self.stale_after);
-            let late = self.timed_out && slot.inflight.is_some();
-            let health = Health {
-                attempted: slot.last_ok.is_some() || late,
-                ok: !late && slot.last_ok == Some(true),
-                last_success: value.as_ref().map(|v| v.at_unix),
-                error: if late {
-                    Some(Arc::new(FetchError::deadline()))
-                } else {
-                    slot.last_error.clone()
-                },
-            };
-            (value, health)
-        };
-        let history = with_history.then(|| {
-            let mut guard = lock(&t.history);
-            let h = guard.get_or_insert_with(Default::default);
-            let view = h.view(&self.cal);
-            let late = self.timed_out && h.any_inflight();
-            let health = Health {
-                attempted: view.attempted || late,
-                ok: !late && view.attempted && view.ok,
-                last_success: view.last_success,
-                error: if late {
-                    Some(Arc::new(FetchError::deadline()))
-                } else {
-                    view.last_error.clone()
-                },
-            };
-            (view, health)
-        });
-        TargetSnap {
-            target: t.clone(),
-            value,
-            health,
-            history,
-        }
-    }
 }

@@ -6,13 +6,12 @@
 
 pub mod landing;
 
-use crate::collect::Collector;
-use crate::collect::cache::unix_now;
-use crate::collect::scrape::Scope;
-use crate::config::{Config, is_valid_iccid, is_valid_pool_code};
+pub use crate::collect::CollectError;
+use crate::collect::{Collector, Scope};
+use crate::config::Config;
 use crate::metrics::expo::{Format, Writer};
-use crate::metrics::process::ProcessStats;
-use crate::metrics::{SelfMetrics, encode, encode_into};
+use crate::metrics::own::OwnMetrics;
+use crate::metrics::{Endpoint, encode_into};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -20,8 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tower_http::compression::CompressionLayer;
@@ -31,27 +29,30 @@ pub type Loader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
 /// Shared state of the HTTP handlers.
 pub struct App {
-    pub collector: Arc<Collector>,
+    collector: Arc<Collector>,
+    own: OwnMetrics,
     loader: Option<Loader>,
-    reload_ok: AtomicBool,
-    reload_time: Mutex<Option<f64>>,
+    reload_ok: std::sync::atomic::AtomicBool,
     reload_lock: tokio::sync::Mutex<()>,
     /// A background refresh started by the landing page is running.
-    landing_refresh: AtomicBool,
+    landing_refresh: std::sync::atomic::AtomicBool,
 }
 
 impl App {
-    /// `loader` re-reads the configuration on reload; `None` when there is nothing to
-    /// re-read (the demo's generated configuration).
-    pub fn new(collector: Arc<Collector>, loader: Option<Loader>) -> Arc<Self> {
-        Arc::new(Self {
+    /// Builds the collector of `config` (for the registered kinds) and the exporter's own
+    /// metrics. `loader` re-reads the configuration on reload; `None` when there is nothing
+    /// to re-read (the demo's generated configuration). Fails only when an account's client
+    /// cannot be built.
+    pub fn new(config: Config, loader: Option<Loader>) -> Result<Arc<Self>, CollectError> {
+        let collector = Arc::new(Collector::new(Arc::new(config), crate::kinds::kinds())?);
+        Ok(Arc::new(Self {
+            own: OwnMetrics::new(collector.clone()),
             collector,
             loader,
-            reload_ok: AtomicBool::new(true),
-            reload_time: Mutex::new(Some(unix_now())),
+            reload_ok: std::sync::atomic::AtomicBool::new(true),
             reload_lock: tokio::sync::Mutex::new(()),
-            landing_refresh: AtomicBool::new(false),
-        })
+            landing_refresh: std::sync::atomic::AtomicBool::new(false),
+        }))
     }
 
     /// Re-reads and applies the configuration; on failure the old one stays and
@@ -63,37 +64,29 @@ impl App {
             Some(load) => {
                 let load = load.clone();
                 match tokio::task::spawn_blocking(move || load()).await {
-                    Ok(Ok(cfg)) => self.collector.reload(Arc::new(cfg)),
+                    Ok(Ok(cfg)) => self
+                        .collector
+                        .reload(Arc::new(cfg))
+                        .map_err(|e| e.to_string()),
                     Ok(Err(e)) => Err(e),
                     Err(_) => Err("internal error while reading the configuration".into()),
                 }
             }
         };
+        self.reload_ok
+            .store(result.is_ok(), std::sync::atomic::Ordering::Relaxed);
+        self.own.reloaded(result.is_ok());
         match &result {
-            Ok(()) => {
-                self.reload_ok.store(true, Ordering::Relaxed);
-                *crate::collect::lock(&self.reload_time) = Some(unix_now());
-                tracing::info!("configuration reloaded");
-            }
+            Ok(()) => tracing::info!("configuration reloaded"),
             Err(e) => {
-                self.reload_ok.store(false, Ordering::Relaxed);
-                tracing::error!(error = %e, "configuration reload failed; keeping the previous one");
+                tracing::error!(error = %e, "configuration reload failed; keeping the previous one")
             }
         }
         result
     }
 
     pub fn reload_ok(&self) -> bool {
-        self.reload_ok.load(Ordering::Relaxed)
-    }
-
-    fn self_metrics(&self) -> SelfMetrics {
-        SelfMetrics {
-            reload_ok: self.reload_ok(),
-            reload_success_time: *crate::collect::lock(&self.reload_time),
-            stats: self.collector.stats(),
-            process: ProcessStats::read(),
-        }
+        self.reload_ok.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The scrape deadline: `collect.timeout`, or Prometheus' scrape timeout header minus
@@ -169,8 +162,8 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let fmt = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let deadline = app.deadline(&headers);
     let snap = app.collector.scrape(deadline).await;
-    let me = app.self_metrics();
     let gzip = accepts_gzip(&headers);
+    let table = crate::kinds::families();
     // Encode (and compress) on a blocking thread, streaming chunks: the runtime stays
     // responsive and a large exposition is never in memory whole. Compression happens here,
     // at the fastest level (a 13 MB exposition compresses in about 20 ms), rather than in the
@@ -196,16 +189,18 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
                         send(std::mem::take(gz.get_mut()));
                     }
                 };
-                encode_into(&snap, Some(&me), Writer::streaming(fmt, &mut sink));
+                let w = Writer::streaming(fmt, &mut sink);
+                encode_into(table, &snap, Endpoint::Metrics, Some(&app.own), w);
             }
             if let Ok(rest) = gz.finish() {
                 send(rest);
             }
         } else {
-            encode_into(&snap, Some(&me), Writer::streaming(fmt, &mut send));
+            let w = Writer::streaming(fmt, &mut send);
+            encode_into(table, &snap, Endpoint::Metrics, Some(&app.own), w);
         }
         drop(snap);
-        crate::metrics::process::release_freed_memory();
+        crate::sys::release_freed_memory();
     });
     let stream = futures::stream::poll_fn(move |cx| {
         rx.poll_recv(cx)
@@ -234,13 +229,20 @@ async fn probe(
         let first = it.next().map(|(_, v)| v.as_str());
         (first, it.next().is_some())
     };
-    let (account, dup_a) = get("account");
-    let (pool, dup_p) = get("pool");
-    let (card, dup_c) = get("card");
-    if dup_a || dup_p || dup_c {
+    let kinds = app.collector.kinds();
+    let (account, dup_account) = get("account");
+    let given: Vec<_> = kinds
+        .iter()
+        .filter_map(|&k| {
+            let (id, dup) = get(k.name());
+            id.map(|id| (k, id, dup))
+        })
+        .collect();
+    let names = kinds.iter().map(|k| k.name()).collect::<Vec<_>>();
+    if dup_account || given.iter().any(|g| g.2) {
         return text(
             StatusCode::BAD_REQUEST,
-            "each of account, pool and card may be given once\n",
+            format!("each of account, {} may be given once\n", names.join(", ")),
         );
     }
     let rt = app.collector.runtime();
@@ -264,28 +266,25 @@ async fn probe(
         },
     };
     drop(rt);
-    let scope = match (pool, card) {
-        (Some(p), None) if is_valid_pool_code(p) => Scope::Pool {
+    let scope = match given.as_slice() {
+        [(kind, id, _)] if kind.is_valid_id(id) => Scope::Target {
             account,
-            code: p.to_owned(),
+            kind: *kind,
+            id: (*id).to_owned(),
         },
-        (None, Some(c)) if is_valid_iccid(c) => Scope::Card {
-            account,
-            iccid: c.to_owned(),
-        },
-        (Some(_), None) => {
+        [(kind, _, _)] => {
             return text(
                 StatusCode::BAD_REQUEST,
-                "malformed pool code (1-64 of A-Z a-z 0-9 - _ .)\n",
+                format!("malformed {}\n", kind.id_form()),
             );
-        }
-        (None, Some(_)) => {
-            return text(StatusCode::BAD_REQUEST, "malformed ICCID (18-22 digits)\n");
         }
         _ => {
             return text(
                 StatusCode::BAD_REQUEST,
-                "give exactly one of the parameters pool and card\n",
+                format!(
+                    "give exactly one of the parameters {}\n",
+                    names.join(" and ")
+                ),
             );
         }
     };
@@ -294,7 +293,13 @@ async fn probe(
     let Some(snap) = app.collector.probe(&scope, deadline).await else {
         return text(StatusCode::BAD_REQUEST, "unknown account\n");
     };
-    let body = encode(&snap, None, fmt);
+    let body = encode_into(
+        crate::kinds::families(),
+        &snap,
+        Endpoint::Probe,
+        None,
+        Writer::new(fmt),
+    );
     (
         [(
             header::CONTENT_TYPE,

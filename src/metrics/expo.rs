@@ -1,11 +1,14 @@
 //! The exposition writer: Prometheus text 0.0.4 and OpenMetrics 1.0, written directly into a
 //! byte buffer (the hot path of a scrape). It owns the wire details — `# HELP`/`# TYPE`
 //! headers (written lazily, so a family without samples is left out), label-value escaping,
-//! number formatting, the OpenMetrics family names of counters and info metrics, `# EOF` — and
-//! hands the output on in chunks so a large exposition is never held in memory whole.
+//! number formatting, timestamps, the OpenMetrics family names of counters and info metrics,
+//! `# EOF` — and hands the output on in chunks so a large exposition is never held in memory
+//! whole.
 //!
-//! Label values of targets are escaped once, when a target is configured or a value fetched
-//! ([`escape_into`]), and passed here pre-escaped as `name="value",...` fragments.
+//! Labels reach the writer as data (`(name, value)` pairs, values as they came from upstream
+//! or the configuration) and are escaped here, while they are written ([`escape_into`]).
+
+use super::Family;
 
 /// The two exposition formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +98,7 @@ impl MetricType {
 }
 
 /// Size at which a chunk is handed on.
-pub const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// Writes one exposition. Call [`Writer::family`] before the samples of each family.
 pub struct Writer<'a> {
@@ -106,8 +109,7 @@ pub struct Writer<'a> {
     help: &'static str,
     typ: MetricType,
     header_done: bool,
-    /// Families that had samples, in order (for tests and diagnostics).
-    pub samples: usize,
+    samples: usize,
 }
 
 impl<'a> Writer<'a> {
@@ -137,8 +139,17 @@ impl<'a> Writer<'a> {
         self.fmt
     }
 
+    /// Samples written so far.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
     /// Starts a family; its header is written with its first sample.
-    pub fn family(&mut self, name: &'static str, help: &'static str, typ: MetricType) {
+    pub fn family(&mut self, f: &Family) {
+        self.start(f.name, f.help, f.typ);
+    }
+
+    pub(crate) fn start(&mut self, name: &'static str, help: &'static str, typ: MetricType) {
         self.name = name;
         self.help = help;
         self.typ = typ;
@@ -168,51 +179,46 @@ impl<'a> Writer<'a> {
         b.push(b'\n');
     }
 
-    /// One sample of the current family: `fixed` is a pre-escaped `a="x",b="y"` fragment
-    /// (may be empty), `extra` are further labels whose values are escaped here.
+    /// One sample of the current family: the labels of `labels`, then those of `extra`
+    /// (two lists so that callers need not join them), values escaped here.
     #[inline]
-    pub fn sample(&mut self, fixed: &str, extra: &[(&str, &str)], value: f64) {
-        self.sample_full("", fixed, "", extra, value);
+    pub fn sample(&mut self, labels: &[(&str, &str)], extra: &[(&str, &str)], value: f64) {
+        self.line(labels, extra, value);
+        self.end_line();
     }
 
-    /// A sample with two pre-escaped fragments (target labels, then value labels).
-    #[inline]
-    pub fn sample2(&mut self, fixed: &str, fixed2: &str, extra: &[(&str, &str)], value: f64) {
-        self.sample_full("", fixed, fixed2, extra, value);
-    }
-
-    /// A sample whose name is the family name plus `suffix` (`_bucket`, `_sum`, `_count`).
-    pub fn sample_full(
+    /// A sample with a timestamp (unix seconds; written as seconds in OpenMetrics and as
+    /// milliseconds in text 0.0.4), as a backfill writes them.
+    pub fn sample_at(
         &mut self,
-        suffix: &str,
-        fixed: &str,
-        fixed2: &str,
+        labels: &[(&str, &str)],
         extra: &[(&str, &str)],
         value: f64,
+        timestamp: i64,
     ) {
+        self.line(labels, extra, value);
+        self.buf.push(b' ');
+        match self.fmt {
+            Format::OpenMetrics => write_i64(&mut self.buf, timestamp),
+            Format::Text => write_i64(&mut self.buf, timestamp.saturating_mul(1000)),
+        }
+        self.end_line();
+    }
+
+    #[inline]
+    fn line(&mut self, labels: &[(&str, &str)], extra: &[(&str, &str)], value: f64) {
         if !self.header_done {
             self.header();
         }
         self.samples += 1;
         let b = &mut self.buf;
         b.extend_from_slice(self.name.as_bytes());
-        b.extend_from_slice(suffix.as_bytes());
-        if !fixed.is_empty() || !fixed2.is_empty() || !extra.is_empty() {
+        if !labels.is_empty() || !extra.is_empty() {
             b.push(b'{');
-            b.extend_from_slice(fixed.as_bytes());
-            let mut first = fixed.is_empty();
-            if !fixed2.is_empty() {
-                if !first {
+            for (i, (k, v)) in labels.iter().chain(extra).enumerate() {
+                if i > 0 {
                     b.push(b',');
                 }
-                first = false;
-                b.extend_from_slice(fixed2.as_bytes());
-            }
-            for (k, v) in extra {
-                if !first {
-                    b.push(b',');
-                }
-                first = false;
                 b.extend_from_slice(k.as_bytes());
                 b.extend_from_slice(b"=\"");
                 escape_into(b, v);
@@ -222,7 +228,19 @@ impl<'a> Writer<'a> {
         }
         b.push(b' ');
         write_value(b, value);
-        b.push(b'\n');
+    }
+
+    #[inline]
+    fn end_line(&mut self) {
+        self.buf.push(b'\n');
+        if self.buf.len() >= CHUNK {
+            self.flush();
+        }
+    }
+
+    /// Appends text that is already in this writer's format (another encoder's families).
+    pub(crate) fn raw(&mut self, text: &[u8]) {
+        self.buf.extend_from_slice(text);
         if self.buf.len() >= CHUNK {
             self.flush();
         }
@@ -253,9 +271,13 @@ impl<'a> Writer<'a> {
 
 /// Appends `v` escaped as a label value (`\` `"` and newline).
 #[inline]
-pub fn escape_into(out: &mut Vec<u8>, v: &str) {
+pub(crate) fn escape_into(out: &mut Vec<u8>, v: &str) {
     let bytes = v.as_bytes();
-    if !bytes.iter().any(|&c| matches!(c, b'\\' | b'"' | b'\n')) {
+    // A branch-free scan (the compiler vectorises it): most values need no escaping.
+    if !bytes
+        .iter()
+        .fold(false, |found, &c| found | matches!(c, b'\\' | b'"' | b'\n'))
+    {
         out.extend_from_slice(bytes);
         return;
     }
@@ -267,24 +289,6 @@ pub fn escape_into(out: &mut Vec<u8>, v: &str) {
             c => out.push(c),
         }
     }
-}
-
-/// A pre-escaped label fragment `k1="v1",k2="v2"` for [`Writer::sample`].
-pub fn label_fragment(pairs: &[(&str, &str)]) -> Box<str> {
-    let mut out = Vec::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len() + 4).sum());
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(b"=\"");
-        escape_into(&mut out, v);
-        out.push(b'"');
-    }
-    // Only ASCII was inserted into valid UTF-8 at character boundaries.
-    String::from_utf8(out)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-        .into_boxed_str()
 }
 
 fn escape_help(out: &mut Vec<u8>, v: &str) {
@@ -300,7 +304,7 @@ fn escape_help(out: &mut Vec<u8>, v: &str) {
 /// Formats a sample value: integers without a fraction, `+Inf`/`-Inf`/`NaN`, else the
 /// shortest representation that reads back exactly.
 #[inline]
-pub fn write_value(out: &mut Vec<u8>, v: f64) {
+pub(crate) fn write_value(out: &mut Vec<u8>, v: f64) {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         write_i64(out, v as i64);
     } else if v.is_nan() {
@@ -372,20 +376,25 @@ mod tests {
     }
 
     #[test]
-    fn escaping_and_headers() {
+    fn escaping_headers_and_timestamps() {
         let mut w = Writer::new(Format::OpenMetrics);
-        w.family("x_info", "An info.", MetricType::Info);
-        let frag = label_fragment(&[("a", "q\"uo\\te\nnl"), ("b", "池")]);
-        w.sample(&frag, &[("c", "\\")], 1.0);
-        w.family("y_total", "A counter.", MetricType::Counter);
-        w.family("z", "Empty.", MetricType::Gauge);
-        w.sample("", &[], 2.5);
+        w.start("x_info", "An info.", MetricType::Info);
+        w.sample(&[("a", "q\"uo\\te\nnl"), ("b", "池")], &[("c", "\\")], 1.0);
+        w.start("y_total", "A counter.", MetricType::Counter);
+        w.start("z", "Empty.", MetricType::Gauge);
+        w.sample(&[], &[], 2.5);
+        w.sample_at(&[("d", "2026-01-01")], &[], 3.0, 1_767_196_800);
         let out = String::from_utf8(w.finish()).unwrap();
         assert_eq!(
             out,
             "# HELP x An info.\n# TYPE x info\nx_info{a=\"q\\\"uo\\\\te\\nnl\",b=\"池\",c=\"\\\\\"} 1\n\
-             # HELP z Empty.\n# TYPE z gauge\nz 2.5\n# EOF\n"
+             # HELP z Empty.\n# TYPE z gauge\nz 2.5\nz{d=\"2026-01-01\"} 3 1767196800\n# EOF\n"
         );
+        let mut w = Writer::new(Format::Text);
+        w.start("z", "Empty.", MetricType::Gauge);
+        w.sample_at(&[], &[], 3.0, 1_767_196_800);
+        let out = String::from_utf8(w.finish()).unwrap();
+        assert!(out.ends_with("z 3 1767196800000\n"), "{out}");
     }
 
     #[test]
@@ -393,9 +402,9 @@ mod tests {
         let mut chunks: Vec<Vec<u8>> = Vec::new();
         let mut sink = |c: Vec<u8>| chunks.push(c);
         let mut w = Writer::streaming(Format::Text, &mut sink);
-        w.family("a", "h", MetricType::Gauge);
+        w.start("a", "h", MetricType::Gauge);
         for i in 0..20_000 {
-            w.sample("k=\"v\"", &[], i as f64);
+            w.sample(&[("k", "v")], &[], i as f64);
         }
         let rest = w.finish();
         assert!(rest.is_empty());
@@ -412,7 +421,7 @@ mod tests {
 #[cfg(test)]
 mod reference {
     use super::*;
-    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::family::Family as PcFamily;
     use prometheus_client::metrics::gauge::Gauge;
     use prometheus_client::registry::Registry;
     use std::sync::atomic::AtomicU64;
@@ -439,12 +448,12 @@ mod reference {
             "",
         ];
         let mut registry = Registry::default();
-        let family = Family::<Vec<(String, String)>, Gauge<f64, AtomicU64>>::default();
+        let family = PcFamily::<Vec<(String, String)>, Gauge<f64, AtomicU64>>::default();
         registry.register("x_bytes", "Help", family.clone());
         let mut ours_text = Writer::new(Format::Text);
         let mut ours_om = Writer::new(Format::OpenMetrics);
-        ours_text.family("x_bytes", "Help", MetricType::Gauge);
-        ours_om.family("x_bytes", "Help", MetricType::Gauge);
+        ours_text.start("x_bytes", "Help", MetricType::Gauge);
+        ours_om.start("x_bytes", "Help", MetricType::Gauge);
         for (i, v) in values.iter().enumerate() {
             let id = format!("t{i}");
             family
@@ -454,7 +463,7 @@ mod reference {
                     ("name".to_owned(), (*v).to_owned()),
                 ])
                 .set(i as f64);
-            let fixed = label_fragment(&[("account", "a"), ("pool", &id)]);
+            let fixed = [("account", "a"), ("pool", id.as_str())];
             ours_text.sample(&fixed, &[("name", v)], i as f64);
             ours_om.sample(&fixed, &[("name", v)], i as f64);
         }

@@ -1,5 +1,6 @@
 //! The standard `process_*` metrics, read from `/proc/self` (Linux): CPU time, resident and
 //! virtual memory, open and maximum file descriptors, start time. Absent elsewhere.
+//! (Encoded by [`super::own`].)
 
 use std::sync::OnceLock;
 
@@ -8,17 +9,17 @@ use std::sync::OnceLock;
 const USER_HZ: f64 = 100.0;
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessStats {
-    pub cpu_seconds: Option<f64>,
-    pub resident_bytes: Option<f64>,
-    pub virtual_bytes: Option<f64>,
-    pub open_fds: Option<f64>,
-    pub max_fds: Option<f64>,
-    pub start_time: Option<f64>,
+pub(crate) struct ProcessStats {
+    pub(crate) cpu_seconds: Option<f64>,
+    pub(crate) resident_bytes: Option<f64>,
+    pub(crate) virtual_bytes: Option<f64>,
+    pub(crate) open_fds: Option<f64>,
+    pub(crate) max_fds: Option<f64>,
+    pub(crate) start_time: Option<f64>,
 }
 
 impl ProcessStats {
-    pub fn read() -> Self {
+    pub(crate) fn read() -> Self {
         let stat = std::fs::read_to_string("/proc/self/stat").ok();
         // Fields after the parenthesised command name (which may hold spaces).
         let fields: Vec<&str> = stat
@@ -74,29 +75,6 @@ fn start_time(start_ticks: Option<f64>) -> Option<f64> {
     })
 }
 
-/// Hands memory freed by a large scrape back to the operating system (glibc keeps freed
-/// pages of its per-thread arenas otherwise, and the resident size would track the largest
-/// scrape ever made). Called after a scrape's exposition was written (off the request's
-/// critical path, on the encoder's thread); a no-op off glibc.
-pub fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Caps glibc's malloc arenas (one per thread by default, each keeping its own freed
-/// memory). Two are enough for an exporter on a small machine and keep the resident size
-/// close to the live data. Call before the runtime starts; a no-op off glibc.
-pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; called before other threads start.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,7 +88,7 @@ mod tests {
             assert!(p.open_fds.unwrap() >= 3.0);
             assert!(p.max_fds.unwrap() >= p.open_fds.unwrap());
             let start = p.start_time.unwrap();
-            let now = crate::collect::cache::unix_now();
+            let now = crate::sys::unix_now();
             assert!(start <= now + 1.0 && start > now - 86_400.0 * 365.0);
             assert!(p.cpu_seconds.unwrap() >= 0.0);
         }

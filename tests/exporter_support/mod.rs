@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tibiot_exporter::collect::Collector;
 use tibiot_exporter::config::Config;
 use tibiot_exporter::http::{App, Loader, router};
 use tibiot_sim::{SimHandle, SimOptions};
@@ -48,8 +47,7 @@ impl Server {
     }
 
     pub async fn start_config(config: Config, loader: Option<Loader>) -> Server {
-        let collector = Arc::new(Collector::new(Arc::new(config)).expect("collector"));
-        let app = App::new(collector, loader);
+        let app = App::new(config, loader).expect("the exporter starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let r = router(app.clone());

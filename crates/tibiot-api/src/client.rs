@@ -1,4 +1,6 @@
-//! The TIBIOT HTTP [`Client`]: one method per endpoint, each taking a deadline from the caller.
+//! The TIBIOT HTTP [`Client`]: one request path for every GET endpoint ([`Client::get`] with a
+//! [`Query`] that describes it, see [`crate::endpoint`]) and, with the `operate` feature, the
+//! card network operation. Every call takes a deadline from the caller.
 //!
 //! - URL = base URL (scheme, host, optional path prefix) + endpoint path + RFC 3986 query.
 //! - Every request is signed by the account's [`Signer`] and carries the static extra headers
@@ -14,83 +16,19 @@
 //! - Every HTTP attempt is reported to an optional [`RequestObserver`] (for the
 //!   `tibiot_api_requests_total` and `tibiot_api_request_duration_seconds` metrics).
 
+use crate::endpoint::{Endpoint, Query};
 use crate::error::{ApiError, Outcome, clean_text};
 use crate::gate::{Admission, Deadline, Gate};
 use crate::model::*;
 use crate::sign::{SignRequest, Signer, encode_component};
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// The user agent sent with every request.
 pub const USER_AGENT: &str = concat!("tibiot-exporter/", env!("CARGO_PKG_VERSION"));
-
-/// The eight endpoints of the open API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Endpoint {
-    PoolDetail,
-    PoolMonthUsage,
-    PoolDayUsage,
-    BatchStatus,
-    CardDetail,
-    CardNetwork,
-    CardMonthUsage,
-    CardDayUsage,
-}
-
-impl Endpoint {
-    pub const ALL: [Endpoint; 8] = [
-        Endpoint::PoolDetail,
-        Endpoint::PoolMonthUsage,
-        Endpoint::PoolDayUsage,
-        Endpoint::BatchStatus,
-        Endpoint::CardDetail,
-        Endpoint::CardNetwork,
-        Endpoint::CardMonthUsage,
-        Endpoint::CardDayUsage,
-    ];
-
-    /// The path below the base URL.
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::PoolDetail => "/api/v1/pool/detail",
-            Endpoint::PoolMonthUsage => "/api/v1/pool/getPoolMonthUsage",
-            Endpoint::PoolDayUsage => "/api/v1/pool/getPoolDayUsage",
-            Endpoint::BatchStatus => "/api/v1/operation/batch/query/status",
-            Endpoint::CardDetail => "/api/v1/card/detail",
-            Endpoint::CardNetwork => "/api/v1/card/operation/network",
-            Endpoint::CardMonthUsage => "/api/v1/card/getCardMonthUsage",
-            Endpoint::CardDayUsage => "/api/v1/card/getCardDayUsage",
-        }
-    }
-
-    /// The `endpoint` label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Endpoint::PoolDetail => "pool_detail",
-            Endpoint::PoolMonthUsage => "pool_month_usage",
-            Endpoint::PoolDayUsage => "pool_day_usage",
-            Endpoint::BatchStatus => "batch_status",
-            Endpoint::CardDetail => "card_detail",
-            Endpoint::CardNetwork => "card_network",
-            Endpoint::CardMonthUsage => "card_month_usage",
-            Endpoint::CardDayUsage => "card_day_usage",
-        }
-    }
-
-    /// The endpoint whose path is `path` (below any base-URL prefix).
-    pub fn from_path(path: &str) -> Option<Endpoint> {
-        Endpoint::ALL.into_iter().find(|e| e.path() == path)
-    }
-
-    /// Only the network operation changes anything upstream.
-    pub fn is_idempotent(self) -> bool {
-        self != Endpoint::CardNetwork
-    }
-}
 
 /// Told about every HTTP attempt the client makes.
 pub trait RequestObserver: Send + Sync {
@@ -269,124 +207,17 @@ impl Client {
         })
     }
 
-    /// Pool detail.
-    pub async fn pool_detail(
+    /// Sends one GET described by `query` (retried as the module documentation says) and
+    /// decodes its `data`: e.g. `client.get(Query::pool_detail("POOL-1"), deadline)`.
+    pub async fn get<T>(
         &self,
-        pool_code: &str,
+        query: Query<T>,
         deadline: impl Into<Deadline>,
-    ) -> Result<PoolDetail, ApiError> {
-        let q = [("poolCode", pool_code)];
-        required(self.get(Endpoint::PoolDetail, &q, deadline).await?)
-    }
-
-    /// Pool usage of one month (`YYYY-MM`, within the last 12).
-    pub async fn pool_month_usage(
-        &self,
-        pool_code: &str,
-        month: &str,
-        deadline: impl Into<Deadline>,
-    ) -> Result<PoolMonthUsage, ApiError> {
-        let q = [("poolCode", pool_code), ("queryMonth", month)];
-        required(self.get(Endpoint::PoolMonthUsage, &q, deadline).await?)
-    }
-
-    /// Pool usage of one day (`YYYY-MM-DD`, within the last 30).
-    pub async fn pool_day_usage(
-        &self,
-        pool_code: &str,
-        day: &str,
-        deadline: impl Into<Deadline>,
-    ) -> Result<PoolDayUsage, ApiError> {
-        let q = [("poolCode", pool_code), ("queryDay", day)];
-        required(self.get(Endpoint::PoolDayUsage, &q, deadline).await?)
-    }
-
-    /// Per-ICCID state of a network-operation batch.
-    pub async fn batch_status(
-        &self,
-        batch_code: &str,
-        deadline: impl Into<Deadline>,
-    ) -> Result<Vec<BatchCardStatus>, ApiError> {
-        let q = [("batchCode", batch_code)];
-        let items: Option<Vec<serde_json::Value>> =
-            self.get(Endpoint::BatchStatus, &q, deadline).await?;
-        Ok(items
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|v| serde_json::from_value(v).ok())
-            .collect())
-    }
-
-    /// Card detail.
-    pub async fn card_detail(
-        &self,
-        iccid: &str,
-        deadline: impl Into<Deadline>,
-    ) -> Result<CardDetail, ApiError> {
-        let q = [("iccid", iccid)];
-        required(self.get(Endpoint::CardDetail, &q, deadline).await?)
-    }
-
-    /// Card usage of one month (`YYYY-MM`, within the last 12).
-    pub async fn card_month_usage(
-        &self,
-        iccid: &str,
-        month: &str,
-        deadline: impl Into<Deadline>,
-    ) -> Result<CardMonthUsage, ApiError> {
-        let q = [("iccid", iccid), ("queryMonth", month)];
-        required(self.get(Endpoint::CardMonthUsage, &q, deadline).await?)
-    }
-
-    /// Card usage of one day (`YYYY-MM-DD`, within the last 30).
-    pub async fn card_day_usage(
-        &self,
-        iccid: &str,
-        day: &str,
-        deadline: impl Into<Deadline>,
-    ) -> Result<CardDayUsage, ApiError> {
-        let q = [("iccid", iccid), ("queryDay", day)];
-        required(self.get(Endpoint::CardDayUsage, &q, deadline).await?)
-    }
-
-    /// `useFlowKb` of one of the four usage endpoints (pool or card, day or month) for a pool
-    /// code or ICCID and a day (`YYYY-MM-DD`) or month (`YYYY-MM`): what the history of the
-    /// exporter and the backfill read. Another endpoint is an [`ApiError::Invalid`].
-    pub async fn usage_kb(
-        &self,
-        ep: Endpoint,
-        target: &str,
-        period: &str,
-        deadline: impl Into<Deadline>,
-    ) -> Result<Option<f64>, ApiError> {
-        Ok(match ep {
-            Endpoint::PoolDayUsage => {
-                self.pool_day_usage(target, period, deadline)
-                    .await?
-                    .use_flow_kb
-            }
-            Endpoint::PoolMonthUsage => {
-                self.pool_month_usage(target, period, deadline)
-                    .await?
-                    .use_flow_kb
-            }
-            Endpoint::CardDayUsage => {
-                self.card_day_usage(target, period, deadline)
-                    .await?
-                    .use_flow_kb
-            }
-            Endpoint::CardMonthUsage => {
-                self.card_month_usage(target, period, deadline)
-                    .await?
-                    .use_flow_kb
-            }
-            other => {
-                return Err(ApiError::Invalid(format!(
-                    "{} is not a usage endpoint",
-                    other.name()
-                )));
-            }
-        })
+    ) -> Result<T, ApiError> {
+        let data = self
+            .get_data(query.endpoint(), query.params(), deadline.into())
+            .await?;
+        query.decode(data)
     }
 
     /// Switches the network of 1 to 10 cards on or off. Sent once, never retried: a timeout
@@ -419,29 +250,24 @@ impl Client {
                 &mut deadline.into(),
             )
             .await?;
-        required(decode_data(data)?)
+        crate::endpoint::required(data)
     }
 
-    /// One GET with retries.
-    async fn get<T: DeserializeOwned>(
+    /// One GET with retries; the envelope's `data`.
+    async fn get_data(
         &self,
         ep: Endpoint,
-        query: &[(&str, &str)],
-        deadline: impl Into<Deadline>,
-    ) -> Result<Option<T>, ApiError> {
-        let query: Vec<(String, String)> = query
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        query: &[(&'static str, String)],
+        mut deadline: Deadline,
+    ) -> Result<serde_json::Value, ApiError> {
         let retry = self.inner.retry;
-        let mut deadline = deadline.into();
         let mut attempt = 1;
         loop {
             match self
-                .attempt(ep, reqwest::Method::GET, &query, Vec::new(), &mut deadline)
+                .attempt(ep, reqwest::Method::GET, query, Vec::new(), &mut deadline)
                 .await
             {
-                Ok(data) => return decode_data(data),
+                Ok(data) => return Ok(data),
                 Err(e) if e.is_retryable() && attempt < retry.max_attempts => {
                     let mut wait = retry.backoff(attempt);
                     if let ApiError::RateLimited {
@@ -470,7 +296,7 @@ impl Client {
         &self,
         ep: Endpoint,
         method: reqwest::Method,
-        query: &[(String, String)],
+        query: &[(&'static str, String)],
         body: Vec<u8>,
         deadline: &mut Deadline,
     ) -> Result<serde_json::Value, ApiError> {
@@ -516,7 +342,7 @@ impl Client {
         &self,
         ep: Endpoint,
         method: reqwest::Method,
-        query: &[(String, String)],
+        query: &[(&'static str, String)],
         body: Vec<u8>,
     ) -> Result<serde_json::Value, ApiError> {
         let inner = &*self.inner;
@@ -528,10 +354,14 @@ impl Client {
             .collect();
         let qs = qs.join("&");
         url.set_query((!qs.is_empty()).then_some(qs.as_str()));
+        let query: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
         let sign = SignRequest {
             method: method.as_str(),
             path: url.path(),
-            query,
+            query: &query,
             body: &body,
         };
         let auth = inner.signer.headers(&sign);
@@ -640,19 +470,6 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(Duration::from_millis(delta.clamp(0, 3_600_000) as u64))
 }
 
-fn decode_data<T: DeserializeOwned>(data: serde_json::Value) -> Result<Option<T>, ApiError> {
-    if data.is_null() {
-        return Ok(None);
-    }
-    serde_json::from_value(data)
-        .map(Some)
-        .map_err(|e| ApiError::Decode(clean_text(&e.to_string())))
-}
-
-fn required<T>(data: Option<T>) -> Result<T, ApiError> {
-    data.ok_or_else(|| ApiError::Decode("response has no data".into()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -684,13 +501,5 @@ mod tests {
         assert!(parse_base_url("http://x/?a=1").is_err());
         assert!(parse_base_url("not a url").is_err());
         assert!(parse_base_url("http://user:pw@x/").is_err());
-    }
-
-    #[test]
-    fn endpoints_round_trip() {
-        for e in Endpoint::ALL {
-            assert_eq!(Endpoint::from_path(e.path()), Some(e));
-        }
-        assert!(!Endpoint::CardNetwork.is_idempotent());
     }
 }

@@ -1,5 +1,6 @@
-//! A client library for the TIBIOT open API v1 (docs/api.md): the typed [`Client`] (one
-//! method per endpoint, retries inside a caller-given deadline, a response-size cap), the
+//! A client library for the TIBIOT open API v1 (docs/api.md): the [`Client`] (one request path
+//! for every GET [`Query`], retries inside a caller-given deadline, a response-size cap), the
+//! [`endpoint`] descriptions, the
 //! account's [`Gate`] every attempt passes through, request [`sign`]ing, the lenient response
 //! [`model`]s, the one [`ApiError`] type that tells the failure classes apart, and the API's
 //! [`calendar`] (dates and months on the API's UTC offset).
@@ -10,13 +11,15 @@
 
 pub mod calendar;
 pub mod client;
+pub mod endpoint;
 pub mod error;
 pub mod gate;
 pub mod lenient;
 pub mod model;
 pub mod sign;
 
-pub use client::{Client, ClientOptions, Endpoint, RequestObserver, RetryPolicy};
+pub use client::{Client, ClientOptions, RequestObserver, RetryPolicy};
+pub use endpoint::{Endpoint, Query, Subject};
 pub use error::{ApiError, Outcome};
 pub use gate::{Deadline, Gate};
 pub use model::*;

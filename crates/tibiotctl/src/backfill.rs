@@ -24,7 +24,7 @@ use futures::StreamExt;
 use std::fmt::Write as _;
 use std::io::Write;
 use tibiot_api::calendar::{Month, format_day};
-use tibiot_api::{ApiError, Client, Deadline, Endpoint, Gate};
+use tibiot_api::{ApiError, Client, Deadline, Gate, Query, Subject};
 
 /// `backfill` arguments.
 #[derive(Debug, Clone, Args)]
@@ -241,16 +241,14 @@ async fn fetch(
     job: &Job,
     timeout: std::time::Duration,
 ) -> Result<Option<f64>, ApiError> {
-    let ep = match job.family {
-        Family::PoolDaily => Endpoint::PoolDayUsage,
-        Family::PoolMonthly => Endpoint::PoolMonthUsage,
-        Family::CardDaily => Endpoint::CardDayUsage,
-        Family::CardMonthly => Endpoint::CardMonthUsage,
-    };
     let deadline = Deadline::AfterAdmission(timeout);
-    client
-        .usage_kb(ep, &job.target, &job.period, deadline)
-        .await
+    let query = match job.family {
+        Family::PoolDaily => Query::day_usage(Subject::Pool, &job.target, &job.period),
+        Family::PoolMonthly => Query::month_usage(Subject::Pool, &job.target, &job.period),
+        Family::CardDaily => Query::day_usage(Subject::Card, &job.target, &job.period),
+        Family::CardMonthly => Query::month_usage(Subject::Card, &job.target, &job.period),
+    };
+    client.get(query, deadline).await
 }
 
 /// `backfill`.

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::time::Duration;
-use tibiot_api::{ApiError, BatchCardStatus, Client, OperationState};
+use tibiot_api::{ApiError, BatchCardStatus, Client, OperationState, Query};
 use tokio::time::Instant;
 
 /// First pause between polls, growth factor and cap.
@@ -227,7 +227,7 @@ pub async fn follow(
             .filter(|t| !t.complete)
             .map(|t| async move {
                 let until = deadline.min(Instant::now() + per_call);
-                match client.batch_status(&t.batch_code, until).await {
+                match client.get(Query::batch_status(&t.batch_code), until).await {
                     Ok(items) => t.update(items),
                     Err(e) => t.failed(&e),
                 }
@@ -294,7 +294,7 @@ pub async fn run_status(ctx: Ctx, args: StatusArgs) -> Result<(), Failure> {
     } else {
         let items = ctx
             .client
-            .batch_status(code, ctx.deadline())
+            .get(Query::batch_status(code), ctx.deadline())
             .await
             .map_err(|e| ctx.api_failure(&format!("batch {code}"), &e))?;
         trackers[0].update(items);

@@ -4,11 +4,10 @@
 use crate::output::{
     OutputFormat, Table, bytes_json, human_kb, num, opt_cell, print_json, print_stdout, text,
 };
-use crate::pool::print_usage;
+use crate::pool::usage_of;
 use crate::{CardCommand, Ctx, Failure, Period};
 use serde_json::{Value, json};
-use tibiot_api::calendar::format_day;
-use tibiot_api::{BillingMethod, CardDetail, CardStatus};
+use tibiot_api::{BillingMethod, CardDetail, CardStatus, Query, Subject};
 
 pub async fn run(ctx: Ctx, cmd: CardCommand) -> Result<(), Failure> {
     match cmd {
@@ -35,7 +34,7 @@ async fn show(ctx: &Ctx, iccid: &str) -> Result<(), Failure> {
     let iccid = check_iccid(iccid)?;
     let d = ctx
         .client
-        .card_detail(iccid, ctx.deadline())
+        .get(Query::card_detail(iccid), ctx.deadline())
         .await
         .map_err(|e| ctx.api_failure(&format!("card {iccid}"), &e))?;
     match ctx.output {
@@ -110,28 +109,7 @@ pub fn card_table(iccid: &str, d: &CardDetail) -> String {
 
 async fn usage(ctx: &Ctx, iccid: &str, period: Period) -> Result<(), Failure> {
     let iccid = check_iccid(iccid)?;
-    let (key, label, kb) = match period {
-        Period::Month(m) => {
-            let month = m.to_string();
-            let u = ctx
-                .client
-                .card_month_usage(iccid, &month, ctx.deadline())
-                .await
-                .map_err(|e| ctx.api_failure(&format!("usage of card {iccid} in {month}"), &e))?;
-            ("month", month, u.use_flow_kb)
-        }
-        Period::Day(d) => {
-            let day = format_day(d);
-            let u = ctx
-                .client
-                .card_day_usage(iccid, &day, ctx.deadline())
-                .await
-                .map_err(|e| ctx.api_failure(&format!("usage of card {iccid} on {day}"), &e))?;
-            ("date", day, u.use_flow_kb)
-        }
-    };
-    print_usage(ctx, "iccid", iccid, key, &label, kb);
-    Ok(())
+    usage_of(ctx, Subject::Card, iccid, period).await
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use crate::output::{
 use crate::{Ctx, Failure, Period, PoolCommand};
 use serde_json::{Value, json};
 use tibiot_api::calendar::format_day;
-use tibiot_api::{CardStatus, PoolDetail, PoolStatus, PoolType};
+use tibiot_api::{CardStatus, PoolDetail, PoolStatus, PoolType, Query, Subject};
 
 pub async fn run(ctx: Ctx, cmd: PoolCommand) -> Result<(), Failure> {
     match cmd {
@@ -23,7 +23,7 @@ async fn show(ctx: &Ctx, code: &str) -> Result<(), Failure> {
     }
     let d = ctx
         .client
-        .pool_detail(code, ctx.deadline())
+        .get(Query::pool_detail(code), ctx.deadline())
         .await
         .map_err(|e| ctx.api_failure(&format!("pool {code:?}"), &e))?;
     match ctx.output {
@@ -154,32 +154,44 @@ async fn usage(ctx: &Ctx, code: &str, period: Period) -> Result<(), Failure> {
     if code.is_empty() {
         return Err(Failure::Usage("the pool code is empty".into()));
     }
-    let (key, label, kb) = match period {
+    usage_of(ctx, Subject::Pool, code, period).await
+}
+
+/// `pool usage` and `card usage`: one day's or month's usage of a pool or card, printed.
+pub async fn usage_of(
+    ctx: &Ctx,
+    subject: Subject,
+    id: &str,
+    period: Period,
+) -> Result<(), Failure> {
+    let (what, column) = match subject {
+        Subject::Pool => (format!("pool {id:?}"), "pool"),
+        Subject::Card => (format!("card {id}"), "iccid"),
+    };
+    let (key, label, query) = match period {
         Period::Month(m) => {
             let month = m.to_string();
-            let u = ctx
-                .client
-                .pool_month_usage(code, &month, ctx.deadline())
-                .await
-                .map_err(|e| ctx.api_failure(&format!("usage of pool {code:?} in {month}"), &e))?;
-            ("month", month, u.use_flow_kb)
+            let q = Query::month_usage(subject, id, &month);
+            ("month", month, q)
         }
         Period::Day(d) => {
             let day = format_day(d);
-            let u = ctx
-                .client
-                .pool_day_usage(code, &day, ctx.deadline())
-                .await
-                .map_err(|e| ctx.api_failure(&format!("usage of pool {code:?} on {day}"), &e))?;
-            ("date", day, u.use_flow_kb)
+            let q = Query::day_usage(subject, id, &day);
+            ("date", day, q)
         }
     };
-    print_usage(ctx, "pool", code, key, &label, kb);
+    let prep = if key == "month" { "in" } else { "on" };
+    let kb = ctx
+        .client
+        .get(query, ctx.deadline())
+        .await
+        .map_err(|e| ctx.api_failure(&format!("usage of {what} {prep} {label}"), &e))?;
+    print_usage(ctx, column, id, key, &label, kb);
     Ok(())
 }
 
-/// Prints one usage value (shared with `card usage`).
-pub fn print_usage(ctx: &Ctx, kind: &str, target: &str, key: &str, period: &str, kb: Option<f64>) {
+/// Prints one usage value.
+fn print_usage(ctx: &Ctx, kind: &str, target: &str, key: &str, period: &str, kb: Option<f64>) {
     match ctx.output {
         OutputFormat::Json => {
             let mut v = serde_json::Map::new();

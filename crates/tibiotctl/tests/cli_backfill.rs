@@ -314,12 +314,10 @@ async fn backfill_series_are_the_live_exporters_series() {
     // The exporter itself (its router, served in this process), on the same configuration
     // and simulator.
     let config = tibiot_exporter::config::Config::load(&s.config).expect("valid configuration");
-    let collector = std::sync::Arc::new(
-        tibiot_exporter::collect::Collector::new(std::sync::Arc::new(config)).expect("collector"),
-    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = tibiot_exporter::http::router(tibiot_exporter::http::App::new(collector, None));
+    let app = tibiot_exporter::http::App::new(config, None).expect("the exporter starts");
+    let router = tibiot_exporter::http::router(app);
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });

@@ -6,7 +6,9 @@
 //! so that the page and the alerts agree on what is a problem.
 
 use crate::collect::cache::FetchError;
-use crate::collect::{CardValues, Health, PoolValues, Snapshot, TargetSnap};
+use crate::collect::{Health, Snapshot, TargetSnap};
+use crate::kinds::card::{Card, CardValues};
+use crate::kinds::pool::{Pool, PoolValues};
 use std::borrow::Cow;
 use tibiot_api::calendar::{ApiCalendar, format_day};
 
@@ -311,7 +313,12 @@ fn state(h: &Health, fetched_at: Option<f64>, now: f64) -> TargetState {
 
 fn error_text(e: Option<&FetchError>) -> String {
     match e {
-        Some(e) => e.message.clone(),
+        Some(e) => match e.api_code {
+            Some(c) if !e.message.contains(&format!("code={c}")) => {
+                format!("{} (API code {c})", e.message)
+            }
+            _ => e.message.clone(),
+        },
         None => "failed (no detail)".into(),
     }
 }
@@ -355,7 +362,7 @@ pub fn days(d: f64) -> String {
 /// Per-card facts computed in the one pass over every card.
 struct CardFacts<'a> {
     account: &'a str,
-    t: &'a TargetSnap<CardValues>,
+    t: &'a TargetSnap,
     status: Option<Cow<'static, str>>,
     cycle: f64,
     pct: Option<f64>,
@@ -372,7 +379,7 @@ impl CardFacts<'_> {
     }
 
     fn matches(&self, q: &CardQuery) -> bool {
-        if !q.q.is_empty() && !self.t.target.id.contains(q.q.as_str()) && self.account != q.q {
+        if !q.q.is_empty() && !self.t.id().contains(q.q.as_str()) && self.account != q.q {
             return false;
         }
         match q.status.as_deref() {
@@ -388,7 +395,7 @@ impl CardFacts<'_> {
     }
 
     fn row(&self, now: f64) -> CardRow {
-        let v = self.t.value.as_ref().map(|v| &v.value);
+        let v = self.t.value::<CardValues>();
         let mut flags = Vec::new();
         let mut level = None;
         if self.over_cap {
@@ -408,7 +415,7 @@ impl CardFacts<'_> {
         }
         CardRow {
             account: self.account.to_owned(),
-            iccid: self.t.target.id.to_string(),
+            iccid: self.t.id().to_owned(),
             status: self.status.as_ref().map(|s| s.to_string()),
             billing: v.and_then(|v| v.billing_label.as_ref().map(|b| b.to_string())),
             cycle: v.and_then(|v| v.cycle_bytes),
@@ -428,12 +435,12 @@ impl CardFacts<'_> {
 
 fn pool_row(
     account: &str,
-    p: &TargetSnap<PoolValues>,
+    p: &TargetSnap,
     cal: &ApiCalendar,
     now: f64,
     problems: &mut Vec<(ProblemKind, Problem)>,
 ) -> PoolRow {
-    let v = p.value.as_ref().map(|v| &v.value);
+    let v = p.value::<PoolValues>();
     let used = v.and_then(|v| v.used_bytes);
     let capacity = v.and_then(|v| v.capacity_bytes);
     let pct = pct(used, capacity);
@@ -458,7 +465,7 @@ fn pool_row(
         (Some(u), Some(c), Some(r)) if r > 0.0 => Some(((c - u) / r).max(0.0)),
         _ => None,
     };
-    let code = p.target.id.to_string();
+    let code = p.id().to_owned();
     let mut level: Option<Level> = None;
     let mut add = |kind: ProblemKind, l: Level, detail: String| {
         level = Some(level.map_or(l, |x| x.min(l)));
@@ -547,7 +554,7 @@ fn pool_row(
     PoolRow {
         account: account.to_owned(),
         code,
-        name: v.map(|v| v.name.clone()).unwrap_or_default(),
+        name: v.map(|v| v.name.to_string()).unwrap_or_default(),
         type_label: v
             .and_then(|v| v.type_label.as_ref().map(|t| t.to_string()))
             .unwrap_or_default(),
@@ -600,7 +607,8 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
     let mut problems: Vec<(ProblemKind, Problem)> = Vec::new();
     let mut accounts = Vec::with_capacity(snap.accounts.len());
     let mut pools = Vec::new();
-    let mut facts: Vec<CardFacts<'_>> = Vec::with_capacity(snap.cards().count());
+    let mut facts: Vec<CardFacts<'_>> =
+        Vec::with_capacity(snap.accounts.iter().map(|a| a.targets(&Card).len()).sum());
     let (mut pending, mut failing, mut targets) = (0usize, 0usize, 0usize);
 
     if !ctx.reload_ok {
@@ -616,13 +624,14 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
     }
 
     for a in &snap.accounts {
-        let name: &str = &a.rt.name;
+        let name: &str = &a.name;
+        let (a_pools, a_cards) = (a.targets(&Pool), a.targets(&Card));
         let mut row = AccountRow {
             name: name.to_owned(),
             up: a.up,
             level: None,
-            pools: a.pools.len(),
-            cards: a.cards.len(),
+            pools: a_pools.len(),
+            cards: a_cards.len(),
             ok: 0,
             failing: 0,
             pending: 0,
@@ -642,7 +651,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
                 }
             }
         };
-        for p in &a.pools {
+        for p in a_pools {
             tally(&p.health, &mut row);
             if let Some((_, h)) = &p.history {
                 tally(h, &mut row);
@@ -651,7 +660,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
             let at = p.value.as_ref().map(|v| v.at_unix);
             if let Some(x) = failing_problem(
                 name,
-                Subject::Pool(p.target.id.to_string()),
+                Subject::Pool(p.id().to_owned()),
                 "pool detail",
                 &p.health,
                 at,
@@ -662,7 +671,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
             if let Some((view, h)) = &p.history
                 && let Some(x) = failing_problem(
                     name,
-                    Subject::Pool(p.target.id.to_string()),
+                    Subject::Pool(p.id().to_owned()),
                     "pool usage history",
                     h,
                     view.last_success,
@@ -672,14 +681,14 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
                 problems.push((ProblemKind::CollectionFailing, x));
             }
         }
-        for c in &a.cards {
+        for c in a_cards {
             tally(&c.health, &mut row);
             let mut hist_failing = false;
             if let Some((_, h)) = &c.history {
                 tally(h, &mut row);
                 hist_failing = h.attempted && !h.ok;
             }
-            let v = c.value.as_ref().map(|v| &v.value);
+            let v = c.value::<CardValues>();
             let cycle = v.and_then(|v| v.cycle_bytes);
             let cap = v.and_then(|v| v.capacity_bytes);
             let pc = pct(cycle, cap);
@@ -702,7 +711,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
                     Problem {
                         level: Level::Critical,
                         account: name.to_owned(),
-                        subject: Subject::Card(c.target.id.to_string()),
+                        subject: Subject::Card(c.id().to_owned()),
                         detail: format!(
                             "{} used this cycle, {:.0}% of its {} cap",
                             bytes(f.cycle),
@@ -717,7 +726,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
                     Problem {
                         level: Level::Warning,
                         account: name.to_owned(),
-                        subject: Subject::Card(c.target.id.to_string()),
+                        subject: Subject::Card(c.id().to_owned()),
                         detail: format!(
                             "{} used this cycle, {:.0}% of its {} cap",
                             bytes(f.cycle),
@@ -733,7 +742,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
                     Problem {
                         level: Level::Warning,
                         account: name.to_owned(),
-                        subject: Subject::Card(c.target.id.to_string()),
+                        subject: Subject::Card(c.id().to_owned()),
                         detail: "card status abnormal".into(),
                     },
                 ));
@@ -741,7 +750,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
             let at = c.value.as_ref().map(|v| v.at_unix);
             if let Some(x) = failing_problem(
                 name,
-                Subject::Card(c.target.id.to_string()),
+                Subject::Card(c.id().to_owned()),
                 "card detail",
                 &c.health,
                 at,
@@ -752,7 +761,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
             if let Some((view, h)) = &c.history
                 && let Some(x) = failing_problem(
                     name,
-                    Subject::Card(c.target.id.to_string()),
+                    Subject::Card(c.id().to_owned()),
                     "card usage history",
                     h,
                     view.last_success,

@@ -1,0 +1,205 @@
+//! The card kind: one SIM card. Its targets are `accounts[].cards` and `cards_file`; its detail
+//! comes from the card-detail endpoint every `collect.card_ttl`, its history from the card day
+//! and month usage endpoints; its families are the `tibiot_card_*` metrics (docs/metrics.md).
+
+use super::{Kind, gauge, history, id_labels, kb_to_bytes, served};
+use crate::collect::FetchCx;
+use crate::config::{Account, CollectConfig, is_valid_iccid};
+use crate::metrics::expo::MetricType;
+use crate::metrics::{Family, Served, Source};
+use std::borrow::Cow;
+use std::time::Duration;
+use tibiot_api::{ApiError, BillingMethod, CardDetail, CardStatus, Client, Query, Subject};
+
+/// The card kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Card;
+
+/// A card detail, ready to encode: label values as data, numbers in bytes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CardValues {
+    pub(crate) imsi: Box<str>,
+    pub(crate) msisdn: Box<str>,
+    pub(crate) imei: Box<str>,
+    pub(crate) apn: Box<str>,
+    pub(crate) status: Option<i64>,
+    /// The product's name of the billing method (`code_<n>` for an unknown code).
+    pub(crate) billing_label: Option<Cow<'static, str>>,
+    pub(crate) cycle_bytes: Option<f64>,
+    pub(crate) month_bytes: Option<f64>,
+    /// Absent for billing method `usage` and when `totalFlow` is missing.
+    pub(crate) capacity_bytes: Option<f64>,
+}
+
+impl CardValues {
+    pub(crate) fn from_detail(d: &CardDetail) -> Self {
+        let text = |s: &Option<String>| Box::from(s.as_deref().unwrap_or(""));
+        let usage = d.billing_method == Some(BillingMethod::Usage.code());
+        Self {
+            imsi: text(&d.imsi),
+            msisdn: text(&d.msisdn),
+            imei: text(&d.imei),
+            apn: text(&d.apn),
+            status: d.card_status,
+            billing_label: d.billing_method.map(BillingMethod::label),
+            cycle_bytes: d.use_flow.map(kb_to_bytes),
+            month_bytes: d.use_month_flow.map(kb_to_bytes),
+            capacity_bytes: if usage {
+                None
+            } else {
+                d.total_flow.map(kb_to_bytes)
+            },
+        }
+    }
+
+    /// The status name (`code_<n>` for unknown codes).
+    pub(crate) fn status_label(&self) -> Option<Cow<'static, str>> {
+        self.status.map(CardStatus::label)
+    }
+}
+
+impl Kind for Card {
+    const NAME: &'static str = "card";
+    const HISTORY_NAME: &'static str = "card_history";
+    const ID_LABEL: &'static str = "iccid";
+    const ID_FORM: &'static str = "ICCID (18-22 digits)";
+    const SUBJECT: Subject = Subject::Card;
+    const FAMILIES: &'static [Family] = FAMILIES;
+    type Values = CardValues;
+
+    fn configured(account: &Account) -> &[String] {
+        &account.cards
+    }
+
+    fn ttl(c: &CollectConfig) -> Duration {
+        c.card_ttl
+    }
+
+    fn history_window(c: &CollectConfig) -> (u32, u32) {
+        (c.history.card_days, c.history.card_months)
+    }
+
+    fn is_valid_id(id: &str) -> bool {
+        is_valid_iccid(id)
+    }
+
+    async fn fetch(client: &Client, id: &str, cx: &FetchCx) -> Result<CardValues, ApiError> {
+        let d = client.get(Query::card_detail(id), cx.deadline).await?;
+        Ok(CardValues::from_detail(&d))
+    }
+}
+
+const LABELS: &[&str] = &["account", "iccid"];
+
+/// The card families, in exposition order.
+static FAMILIES: &[Family] = &[
+    Family {
+        name: "tibiot_card_info",
+        help: "SIM card details (value 1). From card detail; may come from the cache (up to collect.card_ttl old, kept up to collect.stale_after after failures).",
+        typ: MetricType::Info,
+        labels: &[
+            "account",
+            "iccid",
+            "imsi",
+            "msisdn",
+            "imei",
+            "apn",
+            "billing_method",
+        ],
+        served: Served::Both,
+        source: Source::Snapshot(|snap, w| {
+            for (t, v) in served::<Card>(snap) {
+                let info = [
+                    ("imsi", &*v.imsi),
+                    ("msisdn", &*v.msisdn),
+                    ("imei", &*v.imei),
+                    ("apn", &*v.apn),
+                    ("billing_method", v.billing_label.as_deref().unwrap_or("")),
+                ];
+                w.sample(&id_labels::<Card>(t), &info, 1.0);
+            }
+        }),
+    },
+    Family {
+        name: "tibiot_card_status",
+        help: "Card status as a state set: one series per known status, 1 for the current one (an unknown code adds code_<n> = 1). May come from the cache.",
+        typ: MetricType::StateSet,
+        labels: &["account", "iccid", "status"],
+        served: Served::Both,
+        source: Source::Snapshot(|snap, w| {
+            for (t, v) in served::<Card>(snap) {
+                let Some(code) = v.status else { continue };
+                let labels = id_labels::<Card>(t);
+                for s in CardStatus::ALL {
+                    let current = (s.code() == code) as u8 as f64;
+                    w.sample(&labels, &[("status", s.name())], current);
+                }
+                if CardStatus::from_code(code).is_none() {
+                    w.sample(&labels, &[("status", &CardStatus::label(code))], 1.0);
+                }
+            }
+        }),
+    },
+    Family {
+        name: "tibiot_card_cycle_usage_bytes",
+        help: "Flow used by the card in its current billing cycle, bytes (useFlow KB x 1024). May come from the cache.",
+        typ: MetricType::Gauge,
+        labels: LABELS,
+        served: Served::Both,
+        source: Source::Snapshot(|snap, w| gauge::<Card>(snap, w, |v| v.cycle_bytes)),
+    },
+    Family {
+        name: "tibiot_card_month_usage_bytes",
+        help: "Flow used by the card this month, bytes (useMonthFlow KB x 1024). May come from the cache.",
+        typ: MetricType::Gauge,
+        labels: LABELS,
+        served: Served::Both,
+        source: Source::Snapshot(|snap, w| gauge::<Card>(snap, w, |v| v.month_bytes)),
+    },
+    Family {
+        name: "tibiot_card_capacity_bytes",
+        help: "Total flow of the card, bytes (totalFlow KB x 1024); absent for billing method usage and when not reported. May come from the cache.",
+        typ: MetricType::Gauge,
+        labels: LABELS,
+        served: Served::Both,
+        source: Source::Snapshot(|snap, w| gauge::<Card>(snap, w, |v| v.capacity_bytes)),
+    },
+    Family {
+        name: "tibiot_card_daily_usage_bytes",
+        help: "Flow used by the card on one day of the API calendar, bytes, for the last collect.history.card_days days. Closed days are fetched once and cached; today is refreshed after collect.history_ttl.",
+        typ: MetricType::Gauge,
+        labels: &["account", "iccid", "date"],
+        served: Served::Both,
+        source: Source::Snapshot(history::<Card, false>),
+    },
+    Family {
+        name: "tibiot_card_monthly_usage_bytes",
+        help: "Flow used by the card in one month of the API calendar, bytes, for the last collect.history.card_months months. Closed months are fetched once and cached; this month is refreshed after collect.history_ttl.",
+        typ: MetricType::Gauge,
+        labels: &["account", "iccid", "month"],
+        served: Served::Both,
+        source: Source::Snapshot(history::<Card, true>),
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn card_values() {
+        let d = CardDetail {
+            billing_method: Some(2),
+            total_flow: Some(10.0),
+            use_flow: Some(1.0),
+            card_status: Some(5),
+            imsi: Some("46\"0".into()),
+            ..Default::default()
+        };
+        let v = CardValues::from_detail(&d);
+        assert_eq!(v.capacity_bytes, None);
+        assert_eq!(v.cycle_bytes, Some(1024.0));
+        assert_eq!(v.status_label().unwrap(), "code_5");
+        assert_eq!(&*v.imsi, "46\"0", "label values are kept as data");
+    }
+}
