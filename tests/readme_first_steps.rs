@@ -6,10 +6,12 @@
 //! cannot drift apart.
 //!
 //! Adaptations, all of them mechanical: `cargo install` gets `--root TEMP` (nothing is
-//! installed for the user), and `--debug` with `CARGO_TARGET_DIR` set to this workspace's
-//! target folder, so the install reuses what `cargo test` already compiled instead of a
-//! second optimised build of everything (CI time); the demo gets a free loopback port;
-//! `card network` gets `--yes` (no terminal to confirm on).
+//! installed for the user) and, to keep CI time sane, `--debug` with `CARGO_TARGET_DIR` set
+//! to `target/readme-install` (a debug build instead of an optimised one, and kept between
+//! runs, so later runs compile only what changed). Not the test build's own folder: `cargo
+//! install` resolves features for the two packages alone, and sharing the folder made the
+//! next `cargo test` recompile a dozen crates and replaced `target/debug/tibiot-exporter`. The
+//! demo gets a free loopback port; `card network` gets `--yes` (no terminal to confirm on).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -76,13 +78,14 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// The target folder this test was built in (…/target/debug/deps/this-test → …/target).
+/// The target folder of the install: `readme-install` inside the one this test was built in
+/// (…/target/debug/tibiot-exporter → …/target/readme-install).
 fn target_dir() -> PathBuf {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_tibiot-exporter"));
     exe.parent()
         .and_then(Path::parent)
         .expect("target folder")
-        .to_path_buf()
+        .join("readme-install")
 }
 
 /// `git rev-parse --short=12 HEAD` of this checkout, when it is one.
