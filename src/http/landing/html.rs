@@ -208,11 +208,16 @@ fn problems(o: &mut String, groups: &[ProblemGroup], accounts: bool) {
             let more = g.total - g.items.len();
             match g.kind.card_filter() {
                 Some(f) => {
+                    let what = if f == "failing" {
+                        "list the failing cards"
+                    } else {
+                        "list them all"
+                    };
                     let _ = write!(
                         o,
-                        "<li><a href=\"{}\">and {} more — list them all</a></li>",
+                        "<li>and {} more — <a href=\"{}\">{what}</a></li>",
+                        num(more),
                         list_url("", Some(f), 1),
-                        num(more)
                     );
                 }
                 None => {

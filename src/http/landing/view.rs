@@ -57,7 +57,6 @@ pub enum ProblemKind {
     AccountDown,
     AccountErrors,
     ReloadFailed,
-    BudgetOversubscribed,
     PoolExhausting,
     CardOverCap,
     CollectionFailing,
@@ -75,7 +74,6 @@ impl ProblemKind {
             ProblemKind::AccountDown => "Account down",
             ProblemKind::AccountErrors => "Account answering with errors",
             ProblemKind::ReloadFailed => "Configuration reload failed",
-            ProblemKind::BudgetOversubscribed => "Upstream request budget over-subscribed",
             ProblemKind::PoolExhausting => "Pools at or near exhaustion",
             ProblemKind::CardOverCap => "Cards over their cap",
             ProblemKind::CollectionFailing => "Failing targets",
@@ -93,6 +91,7 @@ impl ProblemKind {
             ProblemKind::CardOverCap => Some("over_cap"),
             ProblemKind::CardNearCap => Some("near_cap"),
             ProblemKind::CardAbnormal => Some("abnormal"),
+            ProblemKind::CollectionFailing => Some("failing"),
             _ => None,
         }
     }
