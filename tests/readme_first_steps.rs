@@ -1,8 +1,8 @@
 //! The README's first hour, run as written: the install command (the `readme-test: install`
 //! block), `tibiot-exporter demo` (the `demo` block) and its written configuration, the
 //! operator CLI against that configuration (the `cli` block: pool show, card show, card
-//! network, backfill), and `check-config` over a file with several mistakes (the
-//! `check-config` block). The commands are read from README.md, so the README and this test
+//! network, backfill), and `check-config` over a file with five different mistakes (the
+//! `check-config` block), each reported with its line. The commands are read from README.md, so the README and this test
 //! cannot drift apart.
 //!
 //! Adaptations, all of them mechanical: `cargo install` gets `--root TEMP` (nothing is
@@ -179,7 +179,7 @@ fn run_cli_line(line: &str, bin: &Path, cwd: &Path) -> (String, String) {
 }
 
 #[test]
-fn readme_install_demo_and_cli_work_as_written() {
+fn readme_install_check_config_demo_and_cli_work_as_written() {
     let root = tempfile::tempdir().unwrap();
     let bin = install(root.path());
 
@@ -195,6 +195,9 @@ fn readme_install_demo_and_cli_work_as_written() {
             assert!(v.contains(&format!("(revision {rev})")), "{b}: {v}");
         }
     }
+
+    // check-config over a file with five mistakes: all five, with their lines.
+    check_config_reports_every_mistake_with_its_line(&bin);
 
     // The demo, as written, in a folder of its own.
     let demo = readme_block("demo");
@@ -319,11 +322,9 @@ const MISTAKES: [(usize, &str); 5] = [
     (13, "timeout"),
 ];
 
-/// `check-config` reports every mistake of a file, each with its line. Waits for the
-/// collect-every-error `check-config` (it stops at the first error so far).
-#[test]
-#[ignore = "pending: check-config that reports every problem with its line is not on main yet"]
-fn readme_check_config_reports_every_mistake_with_its_line() {
+/// `check-config`, as the README writes it (with the installed binary), reports every
+/// mistake of a file, each with its line (exit status 2).
+fn check_config_reports_every_mistake_with_its_line(bin: &Path) {
     let block = readme_block("check-config");
     assert_eq!(block.len(), 1, "{block:?}");
     let words: Vec<&str> = block[0].split_whitespace().collect();
@@ -331,7 +332,7 @@ fn readme_check_config_reports_every_mistake_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tibiot-exporter.yml"), FIVE_MISTAKES).unwrap();
     let out = run(
-        Command::new(env!("CARGO_BIN_EXE_tibiot-exporter"))
+        Command::new(bin.join("tibiot-exporter"))
             .current_dir(dir.path())
             .args(&words[1..])
             .env_remove("TIBIOT_README_TEST_UNSET_VARIABLE"),
@@ -340,7 +341,7 @@ fn readme_check_config_reports_every_mistake_with_its_line() {
     let report = text(&out.stderr) + &text(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{report}");
     for (line, word) in MISTAKES {
-        let tag = format!("line {line}");
+        let tag = format!("(line {line})");
         assert!(
             report.lines().any(|l| l.contains(word) && l.contains(&tag)),
             "no report of the mistake on line {line} ({word}) in:\n{report}"
