@@ -72,7 +72,7 @@ fn num(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -170,15 +170,15 @@ fn tile(o: &mut String, class: &str, value: &str, label: &str) {
 
 fn problems(o: &mut String, groups: &[ProblemGroup], accounts: bool) {
     let total: usize = groups.iter().map(|g| g.total).sum();
-    let _ = write!(o, "<section id=\"problems\"><h2>Problems ({total})</h2>\n");
+    let _ = writeln!(o, "<section id=\"problems\"><h2>Problems ({total})</h2>");
     if groups.is_empty() {
         o.push_str("<p class=\"none\">No problems: every account answers, every target is collected, no pool or card is near its limit.</p>\n");
     }
     for g in groups {
         let lv = g.level.as_str();
-        let _ = write!(
+        let _ = writeln!(
             o,
-            "<div class=\"group {lv}\"><h3><span class=\"lvl {lv}\">{lv}</span>{} ({})</h3><ul>\n",
+            "<div class=\"group {lv}\"><h3><span class=\"lvl {lv}\">{lv}</span>{} ({})</h3><ul>",
             esc(g.kind.title()),
             g.total
         );
@@ -372,11 +372,7 @@ fn card_table(o: &mut String, rows: &[CardRow], cols: Columns, accounts: bool) {
 }
 
 fn cards(o: &mut String, v: &CardsView, accounts: bool) {
-    let _ = write!(
-        o,
-        "<section id=\"cards\"><h2>Cards ({})</h2>\n",
-        num(v.total)
-    );
+    let _ = writeln!(o, "<section id=\"cards\"><h2>Cards ({})</h2>", num(v.total));
     if v.total == 0 {
         o.push_str("<p class=\"muted\">No cards configured.</p></section>\n");
         return;
@@ -422,15 +418,15 @@ fn cards(o: &mut String, v: &CardsView, accounts: bool) {
         );
     }
     o.push_str("</div>\n<div class=\"cols\"><div>");
-    let _ = write!(o, "<h3>Top {} by usage this cycle</h3>\n", v.top.len());
+    let _ = writeln!(o, "<h3>Top {} by usage this cycle</h3>", v.top.len());
     if v.top.is_empty() {
         o.push_str("<p class=\"muted\">No usage reported yet.</p>");
     } else {
         card_table(o, &v.top, Columns::Compact, accounts);
     }
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "</div><div><h3>Problem cards ({})</h3>\n",
+        "</div><div><h3>Problem cards ({})</h3>",
         num(v.problem_total)
     );
     if v.problems.is_empty() {
@@ -551,9 +547,9 @@ pub fn render(v: &Landing) -> String {
     let as_of = chrono::DateTime::from_timestamp(v.now as i64, 0)
         .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_default();
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<p class=\"asof\">As of {as_of}, from the exporter's cache (this page never waits for the API; it asks for a refresh of what is due). {} of {} collections ok, {} failing, {} pending.{}</p>\n",
+        "<p class=\"asof\">As of {as_of}, from the exporter's cache (this page never waits for the API; it asks for a refresh of what is due). {} of {} collections ok, {} failing, {} pending.{}</p>",
         num(v.targets - v.failing - v.pending),
         num(v.targets),
         num(v.failing),

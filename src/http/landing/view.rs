@@ -482,13 +482,9 @@ fn pool_row(
         let forecast = days_to_exhaustion
             .map(|d| format!("; at the last days' rate it runs out in {}", days(d)))
             .unwrap_or_default();
-        if pc >= POOL_CRITICAL_PCT {
-            add(
-                ProblemKind::PoolExhausting,
-                Level::Critical,
-                format!("{pc:.1}% used ({} of {}){forecast}", bytes(u), bytes(c)),
-            );
-        } else if days_to_exhaustion.is_some_and(|d| d < EXHAUSTION_CRITICAL_DAYS) {
+        if pc >= POOL_CRITICAL_PCT
+            || days_to_exhaustion.is_some_and(|d| d < EXHAUSTION_CRITICAL_DAYS)
+        {
             add(
                 ProblemKind::PoolExhausting,
                 Level::Critical,
