@@ -271,9 +271,18 @@ pub fn run(flags: DemoFlags, log: LogFlags, max_requests: usize) -> ExitCode {
         };
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let url = public_url(&flags.listen_address, port);
-        println!("{}", banner(&sim, &url, &cli));
+        // Written without println!: a closed stdout (`demo --print-config | head`) must not
+        // stop the demo.
+        let mut text = banner(&sim, &url, &cli);
+        text.push('\n');
         if matches!(cli, CliConfig::Printed) {
-            println!("\n{yaml}");
+            text.push('\n');
+            text.push_str(&yaml);
+        }
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
         }
         let code = run_server(config, None, listener, None, max_requests).await;
         sim.shutdown().await;

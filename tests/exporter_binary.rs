@@ -363,7 +363,8 @@ async fn demo_prints_its_configuration_on_request_and_refuses_an_unwritable_path
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut text = String::new();
-        for line in BufReader::new(stdout).lines() {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
             let Ok(line) = line else { break };
             text.push_str(&line);
             text.push('\n');
@@ -372,6 +373,8 @@ async fn demo_prints_its_configuration_on_request_and_refuses_an_unwritable_path
             }
         }
         let _ = tx.send(text);
+        // Keep reading what else comes (nothing is expected).
+        for _ in lines {}
     });
     let out = rx
         .recv_timeout(Duration::from_secs(60))
@@ -382,6 +385,14 @@ async fn demo_prints_its_configuration_on_request_and_refuses_an_unwritable_path
     assert_eq!(config.accounts[0].name, "demo");
     assert!(yaml.contains("app_secret: "), "{yaml}");
     assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0, "no file");
+    // Stop it once it serves (its SIGINT handler is in place by then).
+    let ready = format!("http://127.0.0.1:{port}/-/ready");
+    let up = eventually(Duration::from_secs(30), || {
+        let ready = ready.clone();
+        async move { client().get(&ready).send().await.is_ok() }
+    })
+    .await;
+    assert!(up, "the demo serves");
     signal(&p, libc::SIGINT);
     let status = exit_status(&mut p, Duration::from_secs(30)).await;
     assert_eq!(status.and_then(|s| s.code()), Some(0));
