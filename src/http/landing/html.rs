@@ -48,7 +48,7 @@ td.id{white-space:nowrap} td.name{min-width:10em}
 .bar>span{display:block;height:100%;background:#2e7d32}
 .bar>span.warning{background:#e69a00} .bar>span.critical{background:var(--bad)}
 .st{white-space:nowrap} .st.ok{color:var(--ok)} .st.failing{color:var(--bad);font-weight:600} .st.pending{color:var(--muted)}
-.err{color:var(--bad);font-size:.9em;word-break:break-word} td .err{max-width:26em;min-width:14em}
+.err{color:var(--bad);font-size:.9em;word-break:break-word} td .err{max-width:22em;overflow-wrap:anywhere}
 .muted{color:var(--muted)}
 .flag{display:inline-block;font-size:.8em;border-radius:3px;padding:0 .4em;margin-right:.25em;background:var(--warn-bg);color:var(--warn);border:1px solid #e0a040}
 .flag.critical{background:var(--bad-bg);color:var(--bad);border-color:var(--bad)}
@@ -104,6 +104,22 @@ fn bar(pct: Option<f64>, warn: f64, crit: f64) -> String {
     }
 }
 
+/// An error inside a table cell: its first words, the whole text on hover (and in full in
+/// the problem list above).
+fn err_div(e: &str) -> String {
+    const SHOWN: usize = 48;
+    let short: String = if e.chars().count() > SHOWN {
+        e.chars().take(SHOWN).collect::<String>() + "…"
+    } else {
+        e.to_owned()
+    };
+    format!(
+        "<div class=\"err\" title=\"{}\">{}</div>",
+        esc(e),
+        esc(&short)
+    )
+}
+
 /// The collection state of a target: ok / failing (with the error) / pending, and data age.
 fn state_cell(s: &TargetState) -> String {
     let age = s
@@ -114,8 +130,8 @@ fn state_cell(s: &TargetState) -> String {
         Fetch::Ok => format!("<span class=\"st ok\">ok</span>{age}"),
         Fetch::Pending => "<span class=\"st pending\">pending</span>".into(),
         Fetch::Failing(e) => format!(
-            "<span class=\"st failing\">failing</span>{age}<div class=\"err\">{}</div>",
-            esc(e)
+            "<span class=\"st failing\">failing</span>{age}{}",
+            err_div(e)
         ),
     }
 }
@@ -254,9 +270,16 @@ fn pools(o: &mut String, rows: &[PoolRow], accounts: bool) {
         };
         let end = match (&p.end_date, p.days_to_end) {
             (Some(date), Some(d)) if d >= 0.0 => {
-                format!("{} <span class=\"muted\">in {}</span>", esc(date), days(d))
+                format!(
+                    "<span class=\"st\">{}</span> <span class=\"muted st\">in {}</span>",
+                    esc(date),
+                    days(d)
+                )
             }
-            (Some(date), _) => format!("{} <span class=\"muted\">ended</span>", esc(date)),
+            (Some(date), _) => format!(
+                "<span class=\"st\">{}</span> <span class=\"muted\">ended</span>",
+                esc(date)
+            ),
             _ => "<span class=\"muted\">—</span>".into(),
         };
         let history = match &p.history {
@@ -265,8 +288,8 @@ fn pools(o: &mut String, rows: &[PoolRow], accounts: bool) {
                 if let Fetch::Failing(e) = &s.fetch {
                     let _ = write!(
                         h,
-                        " <span class=\"st failing\">failing</span><div class=\"err\">{}</div>",
-                        esc(e)
+                        " <span class=\"st failing\">failing</span>{}",
+                        err_div(e)
                     );
                 } else if s.fetch == Fetch::Pending {
                     h.push_str(" <span class=\"st pending\">pending</span>");
@@ -337,7 +360,7 @@ fn card_table(o: &mut String, rows: &[CardRow], cols: Columns, accounts: bool) {
         if cols == Columns::Compact
             && let Fetch::Failing(e) = &c.state.fetch
         {
-            let _ = write!(status, "<div class=\"err\">{}</div>", esc(e));
+            status.push_str(&err_div(e));
         }
         let account = if accounts {
             format!(" <span class=\"acct\">{}</span>", esc(&c.account))
