@@ -10,7 +10,7 @@ use tibiot_exporter::config;
 #[derive(Parser)]
 #[command(
     name = "tibiot-exporter",
-    version,
+    version = tibiot_exporter::version::LONG_VERSION,
     about = "Prometheus exporter for the TIBIOT IoT SIM-card platform"
 )]
 struct Cli {

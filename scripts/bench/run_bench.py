@@ -12,6 +12,8 @@ Rows:
       the exporter's tibiot_api_requests_total; target: two = one);
   (d) resident memory (VmRSS, VmHWM of the exporter process) at 0, 1,000 and 10,000 cards
       (target <= 25 MiB at 10,000);
+  (landing) the landing page of the warm exporter of (b), from curl and in headless chromium
+      (scripts/bench/landing.py);
   and the same warm scrape and memory for the Python prometheus_client baseline.
 
 Usage: run_bench.py --bin target/release/tibiot-exporter [--quick]
@@ -30,6 +32,8 @@ import sys
 import tempfile
 import threading
 import time
+
+from landing import landing_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OM = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -271,6 +275,9 @@ def main():
                     "≤ 500 ns/series", "met" if ns <= 500 else "MISSED")
         rss, hwm = memory_kib(p.pid)
         mem10k = (rss, hwm)
+        # ---------------------------------------------------------------- landing page
+        # Same warm exporter (after the memory reading, so the page does not count in (d)).
+        landing_rows(row, f"http://{addr}", reps, log)
         stop(p)
 
         # ---------------------------------------------------------------- (c) calls per hour

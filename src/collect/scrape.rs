@@ -64,6 +64,12 @@ impl Collector {
         snap
     }
 
+    /// The cache as it is now, without fetching or waiting (the landing page).
+    pub fn cached(&self) -> Snapshot {
+        let rt = self.runtime();
+        snapshot(&rt, &Scope::All, false)
+    }
+
     /// Collects one target (the `/probe` endpoint). `None` when the scope is not one target
     /// of a configured account.
     pub async fn probe(&self, scope: &Scope, deadline: Instant) -> Option<Snapshot> {

@@ -34,6 +34,8 @@ pub struct App {
     loader: Option<Loader>,
     reload_ok: std::sync::atomic::AtomicBool,
     reload_lock: tokio::sync::Mutex<()>,
+    /// A background refresh started by the landing page is running.
+    landing_refresh: std::sync::atomic::AtomicBool,
 }
 
 impl App {
@@ -49,6 +51,7 @@ impl App {
             loader,
             reload_ok: std::sync::atomic::AtomicBool::new(true),
             reload_lock: tokio::sync::Mutex::new(()),
+            landing_refresh: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 

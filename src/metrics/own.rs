@@ -25,12 +25,9 @@ use std::sync::atomic::AtomicU64;
 use tibiot_api::{Endpoint, Outcome};
 
 /// Version of this build.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// Git revision of this build (`TIBIOT_REVISION` at compile time), else `unknown`.
-pub const REVISION: &str = match option_env!("TIBIOT_REVISION") {
-    Some(r) => r,
-    None => "unknown",
-};
+pub const VERSION: &str = crate::version::VERSION;
+/// Git revision of this build (from `build.rs`, see `crate::version`), else `unknown`.
+pub const REVISION: &str = crate::version::REVISION;
 
 /// The self-metric families, in exposition order (the registry's order: registered metrics,
 /// then collectors).

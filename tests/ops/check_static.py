@@ -544,7 +544,10 @@ def check_container(c):
     with open(path, encoding="utf-8") as f:
         text = f.read()
     lines = [l.strip() for l in re.sub(r"\\\n", " ", text).splitlines() if l.strip() and not l.strip().startswith("#")]
-    froms = [l for l in lines if l.upper().startswith("FROM ")]
+    # Base images are ARGs (with defaults) so that a mirror or a pinned digest can be given.
+    args = dict(m.groups() for m in (re.match(r"ARG\s+(\w+)=(\S+)$", l) for l in lines) if m)
+    froms = [re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), l)
+             for l in lines if l.upper().startswith("FROM ")]
     c.check(len(froms) >= 2 and "rust:1-bookworm" in froms[0] and
             re.search(r"distroless/cc|debian:[\w.-]*slim", froms[-1]) is not None,
             "Containerfile: rust:1-bookworm builder, distroless/cc or debian-slim runtime", f"{froms}")
@@ -555,6 +558,8 @@ def check_container(c):
     c.check('ENTRYPOINT ["/usr/local/bin/tibiot-exporter"]' in lines,
             'Containerfile ENTRYPOINT ["/usr/local/bin/tibiot-exporter"]')
     c.check(any("--locked" in l for l in lines), "Containerfile builds with --locked")
+    c.check("COPY . ." in lines and any("-p tibiot-exporter" in l for l in lines),
+            "Containerfile copies the whole workspace and builds the exporter package only")
 
 
 def check_systemd(c):

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "tibiotctl",
-    version,
+    version = tibiot_exporter::version::LONG_VERSION,
     about = "Operator tool for the TIBIOT IoT SIM-card platform: pools, cards, batches, backfill, guard",
     after_help = "Each command takes only the flags that mean something to it: see `tibiotctl COMMAND --help`.\nExit status: 0 success, 1 an API or runtime failure, 2 bad usage or configuration."
 )]
