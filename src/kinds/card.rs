@@ -2,7 +2,7 @@
 //! comes from the card-detail endpoint every `collect.card_ttl`, its history from the card day
 //! and month usage endpoints; its families are the `tibiot_card_*` metrics (docs/metrics.md).
 
-use super::{Kind, gauge, history, id_labels, kb_to_bytes, served};
+use super::{Kind, gauge, history, kb_to_bytes, sample, served};
 use crate::collect::FetchCx;
 use crate::config::{Account, CollectConfig, is_valid_iccid};
 use crate::metrics::expo::MetricType;
@@ -116,7 +116,7 @@ static FAMILIES: &[Family] = &[
                     ("apn", &*v.apn),
                     ("billing_method", v.billing_label.as_deref().unwrap_or("")),
                 ];
-                w.sample(&id_labels::<Card>(t), &info, 1.0);
+                sample::<Card>(w, t, &info, 1.0);
             }
         }),
     },
@@ -129,13 +129,12 @@ static FAMILIES: &[Family] = &[
         source: Source::Snapshot(|snap, w| {
             for (t, v) in served::<Card>(snap) {
                 let Some(code) = v.status else { continue };
-                let labels = id_labels::<Card>(t);
                 for s in CardStatus::ALL {
                     let current = (s.code() == code) as u8 as f64;
-                    w.sample(&labels, &[("status", s.name())], current);
+                    sample::<Card>(w, t, &[("status", s.name())], current);
                 }
                 if CardStatus::from_code(code).is_none() {
-                    w.sample(&labels, &[("status", &CardStatus::label(code))], 1.0);
+                    sample::<Card>(w, t, &[("status", &CardStatus::label(code))], 1.0);
                 }
             }
         }),

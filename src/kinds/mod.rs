@@ -148,10 +148,17 @@ pub(crate) fn served<K: Kind>(snap: &Snapshot) -> impl Iterator<Item = (&TargetS
     targets::<K>(snap).filter_map(|t| Some((t, t.value::<K::Values>()?)))
 }
 
-/// `account` and the kind's id label of a target.
+/// One sample of a target: `account` and the kind's id label (escaped once per target, see
+/// `metrics::expo`), then `extra`.
 #[inline]
-pub(crate) fn id_labels<K: Kind>(t: &TargetSnap) -> [(&'static str, &str); 2] {
-    [("account", t.account()), (K::ID_LABEL, t.id())]
+pub(crate) fn sample<K: Kind>(
+    w: &mut Writer<'_>,
+    t: &TargetSnap,
+    extra: &[(&str, &str)],
+    value: f64,
+) {
+    let ids = || [("account", t.account()), (K::ID_LABEL, t.id())];
+    w.sample_memo(t.encoded_labels(), ids, extra, value);
 }
 
 /// A gauge family's samples: one per target with a value, when `value` gives one.
@@ -163,7 +170,7 @@ pub(crate) fn gauge<K: Kind>(
 ) {
     for (t, v) in served::<K>(snap) {
         if let Some(x) = value(v) {
-            w.sample(&id_labels::<K>(t), &[], x);
+            sample::<K>(w, t, &[], x);
         }
     }
 }
@@ -179,7 +186,7 @@ pub(crate) fn history<K: Kind, const MONTHS: bool>(snap: &Snapshot, w: &mut Writ
         let points = if MONTHS { &view.months } else { &view.days };
         for p in points {
             if p.served(snap.now, snap.stale_after) {
-                w.sample(&id_labels::<K>(t), &[(label, &p.label)], p.bytes);
+                sample::<K>(w, t, &[(label, &p.label)], p.bytes);
             }
         }
     }
@@ -189,4 +196,127 @@ pub(crate) fn history<K: Kind, const MONTHS: bool>(snap: &Snapshot, w: &mut Writ
 #[inline]
 pub(crate) fn kb_to_bytes(kb: f64) -> f64 {
     kb * 1024.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::{Collector, Scope};
+    use crate::config::Config;
+    use crate::metrics::expo::Format;
+    use std::sync::Arc;
+
+    /// A collector of 200 pools (30 days, 12 months of history) and `cards` cards, every
+    /// value in the cache, as the warm scrape of docs/benchmarks.md sees it.
+    fn warm(cards: usize) -> Collector {
+        let pools: Vec<String> = (1..=200).map(|i| format!("POOL-{i:04}")).collect();
+        let iccids: Vec<String> = (0..cards).map(|i| format!("8986{i:016}")).collect();
+        let yaml = format!(
+            "accounts:\n  - name: bench\n    base_url: http://127.0.0.1:9\n    auth: none\n    pools: {}\n    cards: {}\ncollect:\n  stale_after: 24h\n  history: {{pool_days: 30, pool_months: 12}}\n",
+            serde_json::to_string(&pools).unwrap(),
+            serde_json::to_string(&iccids).unwrap()
+        );
+        let config = Config::parse(&yaml, std::path::Path::new(".")).unwrap();
+        let c = Collector::new(Arc::new(config), kinds()).unwrap();
+        let rt = c.runtime();
+        let settings = rt.settings();
+        for a in &rt.accounts {
+            for k in &a.kinds {
+                let window = crate::collect::scrape::window(k.kind, settings);
+                for (i, t) in k.targets.iter().enumerate() {
+                    let v: Values = if k.kind.name() == "pool" {
+                        let d = tibiot_api::PoolDetail {
+                            upool_code: Some(t.id.to_string()),
+                            upool_name: Some(format!("华东 \"主\" 池 {i}")),
+                            en_upool_name: Some(format!("East {i}")),
+                            pool_type: Some(1),
+                            use_flow: Some(1.0e6 + i as f64),
+                            total_flow: Some(1.0e7),
+                            billing_cycle: Some(1),
+                            total_card: Some(50.0),
+                            bind_card_status_count: [1, 4, 8, 99]
+                                .map(|c| tibiot_api::CardStatusCount {
+                                    card_status: Some(c),
+                                    total: Some(10.0),
+                                })
+                                .to_vec(),
+                            upool_status: Some(1),
+                            raw_add_time: Some("2025-01-01 10:00:00".into()),
+                            ..Default::default()
+                        };
+                        Box::new(pool::PoolValues::from_detail(&d, &settings.calendar))
+                    } else {
+                        let d = tibiot_api::CardDetail {
+                            iccid: Some(t.id.to_string()),
+                            imsi: Some(format!("46000{i:010}")),
+                            msisdn: Some(format!("1440{i:09}")),
+                            imei: Some(format!("86{i:013}")),
+                            apn: Some("cmiot".into()),
+                            total_flow: Some(1.0e6),
+                            use_month_flow: Some(1234.0 + i as f64),
+                            use_flow: Some(5678.0 + i as f64),
+                            billing_method: Some(1),
+                            card_status: Some(8),
+                        };
+                        Box::new(card::CardValues::from_detail(&d))
+                    };
+                    crate::sys::lock(&t.detail).record(Ok(v));
+                    if let Some(w) = &window {
+                        let mut h = crate::sys::lock(&t.history);
+                        let h = h.get_or_insert_with(Default::default);
+                        h.align(w);
+                        for slot in h.days.values_mut().chain(h.months.values_mut()) {
+                            slot.record(Ok(Some(1.5e9 + i as f64)));
+                        }
+                        h.invalidate();
+                    }
+                }
+            }
+        }
+        c
+    }
+
+    /// `cargo test --release --lib encode_speed -- --ignored --nocapture`: the CPU cost of
+    /// encoding a warm snapshot of 200 pools + 10,000 cards, per series (no assertion: a
+    /// measurement, see docs/benchmarks.md).
+    #[test]
+    #[ignore]
+    fn encode_speed() {
+        let cards = std::env::var("CARDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000);
+        let rounds = std::env::var("ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30);
+        let c = warm(cards);
+        for fmt in [Format::Text, Format::OpenMetrics] {
+            let mut best = f64::MAX;
+            let mut series = 0;
+            for _ in 0..rounds {
+                let snap = crate::collect::snapshot::snapshot(&c.runtime(), &Scope::All, false);
+                let started = std::time::Instant::now();
+                let mut bytes = 0;
+                let mut sink = |chunk: Vec<u8>| bytes += chunk.len();
+                let mut w = Writer::streaming(fmt, &mut sink);
+                for f in families() {
+                    if let crate::metrics::Source::Snapshot(read) = f.source
+                        && f.served != crate::metrics::Served::Probe
+                    {
+                        w.family(f);
+                        read(&snap, &mut w);
+                    }
+                }
+                series = w.samples();
+                w.finish();
+                best = best.min(started.elapsed().as_secs_f64());
+            }
+            println!(
+                "{fmt:?}: {series} series in {:.2} ms = {:.1} ns/series",
+                best * 1e3,
+                best * 1e9 / series as f64
+            );
+        }
+    }
 }

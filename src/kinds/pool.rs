@@ -3,7 +3,7 @@
 //! day and month usage endpoints; its families are the `tibiot_pool_*` metrics
 //! (docs/metrics.md).
 
-use super::{Kind, gauge, history, id_labels, kb_to_bytes, served};
+use super::{Kind, gauge, history, kb_to_bytes, sample, served};
 use crate::collect::FetchCx;
 use crate::config::{Account, CollectConfig, is_valid_pool_code};
 use crate::metrics::expo::MetricType;
@@ -165,7 +165,7 @@ static FAMILIES: &[Family] = &[
                     ("package", &*v.package),
                     ("channel", &*v.channel),
                 ];
-                w.sample(&id_labels::<Pool>(t), &info, 1.0);
+                sample::<Pool>(w, t, &info, 1.0);
             }
         }),
     },
@@ -202,7 +202,7 @@ static FAMILIES: &[Family] = &[
         source: Source::Snapshot(|snap, w| {
             for (t, v) in served::<Pool>(snap) {
                 for (status, n) in &v.status_cards {
-                    w.sample(&id_labels::<Pool>(t), &[("status", status)], *n);
+                    sample::<Pool>(w, t, &[("status", status)], *n);
                 }
             }
         }),
