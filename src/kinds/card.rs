@@ -2,7 +2,7 @@
 //! comes from the card-detail endpoint every `collect.card_ttl`, its history from the card day
 //! and month usage endpoints; its families are the `tibiot_card_*` metrics (docs/metrics.md).
 
-use super::{Kind, gauge, history, kb_to_bytes, sample, served};
+use super::{Bounds, Kind, gauge, history, kb_to_bytes, sample, served};
 use crate::collect::FetchCx;
 use crate::config::{Account, CollectConfig, is_valid_iccid};
 use crate::metrics::expo::MetricType;
@@ -32,14 +32,13 @@ pub(crate) struct CardValues {
 }
 
 impl CardValues {
-    pub(crate) fn from_detail(d: &CardDetail) -> Self {
-        let text = |s: &Option<String>| Box::from(s.as_deref().unwrap_or(""));
+    pub(crate) fn from_detail(d: &CardDetail, bounds: &mut Bounds) -> Self {
         let usage = d.billing_method == Some(BillingMethod::Usage.code());
         Self {
-            imsi: text(&d.imsi),
-            msisdn: text(&d.msisdn),
-            imei: text(&d.imei),
-            apn: text(&d.apn),
+            imsi: bounds.label("imsi", d.imsi.as_deref()),
+            msisdn: bounds.label("msisdn", d.msisdn.as_deref()),
+            imei: bounds.label("imei", d.imei.as_deref()),
+            apn: bounds.label("apn", d.apn.as_deref()),
             status: d.card_status,
             billing_label: d.billing_method.map(BillingMethod::label),
             cycle_bytes: d.use_flow.map(kb_to_bytes),
@@ -83,9 +82,12 @@ impl Kind for Card {
         is_valid_iccid(id)
     }
 
-    async fn fetch(client: &Client, id: &str, cx: &FetchCx) -> Result<CardValues, ApiError> {
+    async fn fetch(client: &Client, id: &str, cx: &FetchCx<'_>) -> Result<CardValues, ApiError> {
         let d = client.get(Query::card_detail(id), cx.deadline).await?;
-        Ok(CardValues::from_detail(&d))
+        let mut bounds = Bounds::default();
+        let values = CardValues::from_detail(&d, &mut bounds);
+        bounds.report::<Card>(cx, id);
+        Ok(values)
     }
 }
 
@@ -195,7 +197,7 @@ mod tests {
             imsi: Some("46\"0".into()),
             ..Default::default()
         };
-        let v = CardValues::from_detail(&d);
+        let v = CardValues::from_detail(&d, &mut Bounds::default());
         assert_eq!(v.capacity_bytes, None);
         assert_eq!(v.cycle_bytes, Some(1024.0));
         assert_eq!(v.status_label().unwrap(), "code_5");

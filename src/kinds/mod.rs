@@ -50,7 +50,7 @@ pub(crate) trait Kind: Send + Sync + 'static {
     fn fetch(
         client: &Client,
         id: &str,
-        cx: &FetchCx,
+        cx: &FetchCx<'_>,
     ) -> impl Future<Output = Result<Self::Values, ApiError>> + Send;
 }
 
@@ -83,7 +83,7 @@ impl<K: Kind> TargetKind for K {
         &'a self,
         client: &'a Client,
         id: &'a str,
-        cx: &'a FetchCx,
+        cx: &'a FetchCx<'a>,
     ) -> BoxFuture<'a, Result<Values, ApiError>> {
         Box::pin(async move {
             let v = K::fetch(client, id, cx).await?;
@@ -192,6 +192,53 @@ pub(crate) fn history<K: Kind, const MONTHS: bool>(snap: &Snapshot, w: &mut Writ
     }
 }
 
+/// The longest label value taken from upstream, in bytes (docs/metrics.md, "Bounds"): longer
+/// ones are cut at a character boundary and end with [`TRUNCATED`]. Real names are a few dozen
+/// characters; the bound is far above them and below the `label_value_length_limit` a
+/// Prometheus is likely to set, so one hostile answer cannot make it drop the whole scrape.
+pub(crate) const MAX_LABEL_BYTES: usize = 256;
+
+/// The marker at the end of a cut label value.
+pub(crate) const TRUNCATED: &str = "…";
+
+/// What building one target's values had to bound; reported once per fetch.
+#[derive(Debug, Default)]
+pub(crate) struct Bounds {
+    /// Label values cut: label name and original length in bytes.
+    truncated: Vec<(&'static str, usize)>,
+    /// Card status codes summed into `status="other"`.
+    folded: usize,
+}
+
+impl Bounds {
+    /// `value` (absent: empty) as a label value of at most [`MAX_LABEL_BYTES`] bytes.
+    pub(crate) fn label(&mut self, name: &'static str, value: Option<&str>) -> Box<str> {
+        let v = value.unwrap_or("");
+        if v.len() <= MAX_LABEL_BYTES {
+            return v.into();
+        }
+        self.truncated.push((name, v.len()));
+        let mut end = MAX_LABEL_BYTES - TRUNCATED.len();
+        while !v.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut cut = String::with_capacity(end + TRUNCATED.len());
+        cut.push_str(&v[..end]);
+        cut.push_str(TRUNCATED);
+        cut.into_boxed_str()
+    }
+
+    /// Notes `n` status codes summed into `other`.
+    pub(crate) fn folded(&mut self, n: usize) {
+        self.folded += n;
+    }
+
+    /// Logs and counts what was bounded, if anything.
+    pub(crate) fn report<K: Kind>(&self, cx: &FetchCx<'_>, id: &str) {
+        cx.bounded(K::NAME, id, &self.truncated, self.folded);
+    }
+}
+
 /// Bytes from an API KB value.
 #[inline]
 pub(crate) fn kb_to_bytes(kb: f64) -> f64 {
@@ -244,7 +291,11 @@ mod tests {
                             raw_add_time: Some("2025-01-01 10:00:00".into()),
                             ..Default::default()
                         };
-                        Box::new(pool::PoolValues::from_detail(&d, &settings.calendar))
+                        Box::new(pool::PoolValues::from_detail(
+                            &d,
+                            &settings.calendar,
+                            &mut Bounds::default(),
+                        ))
                     } else {
                         let d = tibiot_api::CardDetail {
                             iccid: Some(t.id.to_string()),
@@ -258,7 +309,7 @@ mod tests {
                             billing_method: Some(1),
                             card_status: Some(8),
                         };
-                        Box::new(card::CardValues::from_detail(&d))
+                        Box::new(card::CardValues::from_detail(&d, &mut Bounds::default()))
                     };
                     crate::sys::lock(&t.detail).record(Ok(v));
                     if let Some(w) = &window {
