@@ -93,7 +93,7 @@ pub fn run(flags: ServeFlags) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
-                "error: invalid configuration {}: {e}",
+                "error: invalid configuration {}:\n{e}",
                 flags.config_file.display()
             );
             return ExitCode::from(2);
@@ -107,7 +107,7 @@ pub fn run(flags: ServeFlags) -> ExitCode {
     }
     crate::sys::limit_malloc_arenas();
     let path = flags.config_file.clone();
-    let loader: Loader = Arc::new(move || Config::load(&path).map_err(|e| e.to_string()));
+    let loader: Loader = Arc::new(move || Config::load(&path));
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

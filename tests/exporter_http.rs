@@ -294,7 +294,7 @@ async fn reload_applies_good_files_and_keeps_the_old_config_on_bad_ones() {
     };
     std::fs::write(&path, yaml(&pools[..1])).unwrap();
     let p = path.clone();
-    let loader: Loader = Arc::new(move || Config::load(&p).map_err(|e| e.to_string()));
+    let loader: Loader = Arc::new(move || Config::load(&p));
     let server = Server::start_config(Config::load(&path).unwrap(), Some(loader)).await;
     let reload = || async {
         let r = client().post(server.url("/-/reload")).send().await.unwrap();

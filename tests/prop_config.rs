@@ -8,7 +8,7 @@
 use proptest::prelude::*;
 use std::path::Path;
 use std::time::Duration;
-use tibiot_exporter::config::{Config, ConfigError, expand};
+use tibiot_exporter::config::{Config, ConfigErrors, expand};
 
 fn config(default_cases: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
@@ -31,7 +31,7 @@ fn env(k: &str) -> Option<String> {
 }
 const ENV_SECRET: &str = "EnvSecretValue-7q2";
 
-fn parse(yaml: &str) -> Result<Config, ConfigError> {
+fn parse(yaml: &str) -> Result<Config, ConfigErrors> {
     Config::parse_with_env(yaml, Path::new("/nonexistent-dir"), &env)
 }
 
@@ -41,7 +41,18 @@ fn parse(yaml: &str) -> Result<Config, ConfigError> {
 /// error carries no position.
 const MULTI_DOC: &str = "more than one document";
 
-fn assert_located(yaml: &str, e: &ConfigError) -> Result<(), TestCaseError> {
+fn assert_located(yaml: &str, errors: &ConfigErrors) -> Result<(), TestCaseError> {
+    prop_assert!(!errors.is_empty());
+    for e in errors {
+        assert_one_located(yaml, e)?;
+    }
+    Ok(())
+}
+
+fn assert_one_located(
+    yaml: &str,
+    e: &tibiot_exporter::config::ConfigError,
+) -> Result<(), TestCaseError> {
     prop_assert!(
         !e.key.is_empty() || e.line.is_some() || e.message.contains(MULTI_DOC),
         "error names neither key nor line: {e:?}\n--- input ---\n{yaml}"
@@ -425,10 +436,50 @@ fn error_messages_name_the_key_once() {
             "accounts[0].app_secret",
         ),
     ] {
-        let e = parse(yaml).unwrap_err();
+        let errs = parse(yaml).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs}");
+        let e = errs.first();
         assert_eq!(e.key, key);
         let shown = e.to_string();
         assert_eq!(shown.matches("accounts[0]").count(), 1, "{shown}");
         assert_eq!(e.line, Some(5), "{shown}");
+    }
+}
+
+/// A secret that slipped where an error quotes what it finds: the password of the base URL's
+/// userinfo, or a key made by an indentation slip (under the account, under `app_secret`,
+/// or among the headers). Never in an error, whatever else is mutated. A secret made only of
+/// `[a-z_]` looks like a setting name and is quoted as an unknown key by design, so the
+/// secrets here have at least one other character.
+#[test]
+fn slipped_secrets_never_leak_example() {
+    let errs = parse("accounts:\n  - name: a\n    base_url: http://u:Pw-Q7x9Zk2@127.0.0.1:9\n    app_key: k\n    app_secret: x\n").unwrap_err();
+    assert!(!errs.to_string().contains("Pw-Q7x9Zk2"), "{errs}");
+}
+
+proptest! {
+    #![proptest_config(config(384))]
+
+    #[test]
+    fn slipped_secrets_never_leak(
+        secret in "[A-Za-z0-9][A-Za-z0-9_-]{9,30}",
+        slip in 0usize..4,
+        muts in proptest::collection::vec(arb_mutation(), 0..3),
+    ) {
+        prop_assume!(!tibiot_web::redact::key_is_shown(&secret));
+        let lines = match slip {
+            0 => format!("    base_url: http://tibiot:{secret}@127.0.0.1:9\n    app_key: k\n    app_secret: x\n"),
+            1 => format!("    base_url: http://127.0.0.1:9\n    app_key: k\n    app_secret:\n    {secret}:\n"),
+            2 => format!("    base_url: http://127.0.0.1:9\n    app_key: k\n    app_secret:\n      {secret}:\n"),
+            _ => format!("    base_url: http://127.0.0.1:9\n    app_key: k\n    app_secret: x\n    headers:\n      X-Api-Key:\n      {secret}:\n"),
+        };
+        let text = format!("accounts:\n  - name: main\n{lines}    pools: [P1]\ncollect:\n  timeout: 5s\n");
+        // the lines with the slip and the structure above them stay as they are
+        let keep: Vec<usize> = (0..text.lines().count() - 3).collect();
+        let text = mutate(&text, &muts, &keep);
+        let errs = parse(&text).expect_err("every slip is an error");
+        let shown = format!("{errs} {errs:?}");
+        prop_assert!(!shown.contains(&secret), "secret in error: {}\n--- input ---\n{}", shown, text);
+        assert_located(&text, &errs)?;
     }
 }

@@ -3,7 +3,9 @@
 //! the web config (the basic-auth password and its bcrypt hash), talks to the simulator while
 //! it answers successfully and with faults (a wrong app secret → 401, HTTP 500, malformed and
 //! truncated bodies, business errors). No secret may appear in stdout, stderr, any response of
-//! `/metrics`, `/probe`, `/config`, `/`, `/-/reload` (also a failed reload), or a 401 answer.
+//! `/metrics`, `/probe`, `/config`, `/`, `/-/reload` (also failed reloads, among them a secret
+//! slipped into the base URL's userinfo or made a key by an indentation slip), `check-config`'s
+//! output for those files, or a 401 answer.
 //! The same run shows that no HTTP route reaches the card network operation.
 
 mod web_support;
@@ -226,6 +228,67 @@ async fn no_secret_in_logs_pages_metrics_or_errors() {
         "the error names the key: {body}"
     );
     seen.push(("/-/reload (bad)".into(), body));
+
+    // Two slips that put the app secret where an error would quote it: the secret as the
+    // password of the base URL's userinfo, and an indentation slip that makes it a key. The
+    // reload is refused naming the key, and the secret is in neither the answer, the log
+    // (checked below) nor check-config's output.
+    let slips = [
+        (
+            "userinfo",
+            config.replacen(
+                "    base_url: http://",
+                &format!("    base_url: http://tibiot:{app_secret}@"),
+                1,
+            ),
+            "accounts[0].base_url (line 3)",
+        ),
+        (
+            "secret as a key",
+            config.replacen(
+                &format!("    app_secret: {app_secret}\n"),
+                &format!("    app_secret:\n    {app_secret}:\n"),
+                1,
+            ),
+            "an unknown key of",
+        ),
+    ];
+    for (what, text, key) in slips {
+        assert_ne!(text, config, "{what}: the slip was made");
+        std::fs::write(&config_file, &text).unwrap();
+        let r = c
+            .post(format!("{base}/-/reload"))
+            .basic_auth("prometheus", Some(web_password.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 500, "{what}: refused");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains(key),
+            "{what}: the error names the key: {body}"
+        );
+        seen.push((format!("/-/reload ({what})"), body));
+        let out = Command::new(env!("CARGO_BIN_EXE_tibiot-exporter"))
+            .arg("check-config")
+            .arg(format!("--config.file={}", config_file.display()))
+            .env("WEB_SECRETS_TEST_TOKEN", &env_secret)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{what}: check-config refuses it"
+        );
+        seen.push((
+            format!("check-config ({what})"),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ));
+    }
 
     // Failed logins.
     for (user, pw) in [("prometheus", "wrong"), ("nobody", web_password.as_str())] {

@@ -1,4 +1,4 @@
-//! Fuzz target: the configuration file. Must not panic; every error names a key path or a
+//! Fuzz target: the configuration file. Must not panic; every problem names a key path or a
 //! line (or is the known whole-file "more than one document" error); the environment
 //! variable's secret value never appears in an error (unless the input itself spells it out,
 //! e.g. as a key name, which libFuzzer's comparison tracing makes it do).
@@ -21,20 +21,22 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!cfg.redacted_yaml().contains(SECRET));
             }
         }
-        Err(e) => {
-            assert!(
-                !e.key.is_empty()
-                    || e.line.is_some()
-                    || e.message.contains("more than one document"),
-                "unlocated error: {e:?}"
-            );
-            // `${S}` may also be used where its value is no secret (base_url, app_key, the
-            // path of app_secret_file): an error about that key may show it.
-            let about_plain_value = [".base_url", ".app_key", ".app_secret_file"]
-                .iter()
-                .any(|k| e.key.ends_with(k));
-            if !text.contains(SECRET) && !about_plain_value {
-                assert!(!e.to_string().contains(SECRET), "secret in error: {e}");
+        Err(errors) => {
+            for e in &errors {
+                assert!(
+                    !e.key.is_empty()
+                        || e.line.is_some()
+                        || e.message.contains("more than one document"),
+                    "unlocated error: {e:?}"
+                );
+                // `${S}` may also be used where its value is no secret (base_url, app_key, the
+                // path of app_secret_file): an error about that key may show it.
+                let about_plain_value = [".base_url", ".app_key", ".app_secret_file"]
+                    .iter()
+                    .any(|k| e.key.ends_with(k));
+                if !text.contains(SECRET) && !about_plain_value {
+                    assert!(!e.to_string().contains(SECRET), "secret in error: {e}");
+                }
             }
         }
     }

@@ -19,8 +19,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = ApiCalendar::new(off).parse_timestamp("2026-01-01 00:00:00");
     }
     let _ = ApiCalendar::default().parse_timestamp(s);
-    if let Err((line, _)) = parse_iccid_lines(s) {
-        assert!(line >= 1 && line <= s.lines().count());
+    if let Err(bad) = parse_iccid_lines(s) {
+        for b in bad {
+            assert!(b.line >= 1 && b.line <= s.lines().count());
+        }
     }
     if let Some(d) = parse_retry_after(s) {
         assert!(d.as_secs() <= 3600);

@@ -8,7 +8,7 @@ pub mod landing;
 
 pub use crate::collect::CollectError;
 use crate::collect::{Collector, Scope};
-use crate::config::Config;
+use crate::config::{Config, ConfigErrors};
 use crate::metrics::expo::{Format, Writer};
 use crate::metrics::own::OwnMetrics;
 use crate::metrics::{Endpoint, encode_into};
@@ -24,8 +24,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower_http::compression::CompressionLayer;
 
-/// Re-reads the configuration (config file and cards files).
-pub type Loader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+/// Re-reads the configuration (config file and cards files); every problem on failure.
+pub type Loader = Arc<dyn Fn() -> Result<Config, ConfigErrors> + Send + Sync>;
 
 /// Shared state of the HTTP handlers.
 pub struct App {
@@ -65,7 +65,8 @@ impl App {
                         .collector
                         .reload(Arc::new(cfg))
                         .map_err(|e| e.to_string()),
-                    Ok(Err(e)) => Err(e),
+                    // one problem a line
+                    Ok(Err(e)) => Err(e.to_string()),
                     Err(_) => Err("internal error while reading the configuration".into()),
                 }
             }
@@ -326,7 +327,7 @@ async fn reload(State(app): State<Arc<App>>) -> Response {
         Ok(()) => text(StatusCode::OK, "configuration reloaded\n"),
         Err(e) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("failed to reload the configuration (the previous one stays in use): {e}\n"),
+            format!("failed to reload the configuration (the previous one stays in use):\n{e}\n"),
         ),
     }
 }

@@ -19,11 +19,45 @@ pub fn shown(value: &str) -> String {
     }
 }
 
+/// A key for an error message: quoted when it is a short `[a-z_]+` token (the shape of every
+/// setting name), else only its length. An indentation slip can turn a value into a key
+/// (`app_secret:` followed by the secret on a deeper line), so an unknown key that does not
+/// look like a setting name is never echoed.
+pub fn shown_key(key: &str) -> String {
+    if key_is_shown(key) {
+        format!("`{key}`")
+    } else {
+        format!("an unknown key of {} characters", key.chars().count())
+    }
+}
+
+/// Whether [`shown_key`] quotes `key`.
+pub fn key_is_shown(key: &str) -> bool {
+    (1..=32).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+}
+
 /// A serde error message without the values it quotes (`invalid type: string "…"`,
 /// `integer `…``, …): when a document is mangled, the quoted value may be a secret, or a
 /// whole mangled file that holds one. An unknown variant is kept when it is [`shown`]. The
 /// key path and line still say where the error is.
 pub fn hide_quoted_values(msg: &str) -> String {
+    const FIELD: &str = "unknown field `";
+    if let Some(i) = msg.find(FIELD) {
+        let after = &msg[i + FIELD.len()..];
+        let end = after
+            .rfind("`, expected")
+            .or_else(|| after.rfind("`, there are no fields"));
+        let (key, tail) = match end {
+            Some(e) => (&after[..e], &after[e + 1..]),
+            None => (after, ""),
+        };
+        let shown = if key_is_shown(key) {
+            format!("unknown field `{key}`")
+        } else {
+            shown_key(key)
+        };
+        return format!("{}{shown}{}", hide_quoted_values(&msg[..i]), tail);
+    }
     const VARIANT: &str = "unknown variant `";
     if let Some(i) = msg.find(VARIANT) {
         let after = &msg[i + VARIANT.len()..];
@@ -100,6 +134,10 @@ mod tests {
         assert_eq!(
             hide_quoted_values("unknown field `bogus`, expected one of `a`"),
             "unknown field `bogus`, expected one of `a`"
+        );
+        assert_eq!(
+            hide_quoted_values("unknown field `S3cr3t-Value`, expected one of `a`"),
+            "an unknown key of 12 characters, expected one of `a`"
         );
         assert_eq!(hide_quoted_values("string \"é\" ok"), "a string ok");
         assert_eq!(

@@ -1,20 +1,13 @@
-//! The ICCID list of `card network`: from arguments and/or a file (one a line, `#` comments and
-//! blank lines allowed), validated (digits only, 18 to 22 of them) and de-duplicated in order.
+//! The ICCID list of `card network`: from arguments and/or a file, validated and de-duplicated
+//! in order. The file syntax, the file limits and the message for a bad entry are the
+//! configuration's (`tibiot_exporter::config::cards`, the same code that reads `cards_file`).
 //! Every invalid entry is reported with where it came from (argument number or file line), and
 //! then nothing is sent.
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use tibiot_exporter::config::{ICCID_MAX_LEN as MAX_LEN, ICCID_MIN_LEN as MIN_LEN};
-
-/// The largest `--from-file` read.
-const MAX_FILE_BYTES: u64 = 16 << 20;
-
-/// Whether `s` looks like an ICCID (the configuration's rule).
-pub fn is_valid(s: &str) -> bool {
-    tibiot_exporter::config::is_valid_iccid(s)
-}
+use tibiot_exporter::config::{ListFileError, check_iccid, iccid_list_entries, read_list_file};
 
 /// The validated, de-duplicated list.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -31,31 +24,6 @@ struct Entry {
     value: String,
 }
 
-fn describe(value: &str) -> String {
-    let why = if value.len() < MIN_LEN || value.len() > MAX_LEN {
-        format!(
-            "{} characters, an ICCID has {MIN_LEN} to {MAX_LEN} digits",
-            value.chars().count()
-        )
-    } else {
-        "an ICCID has digits only".into()
-    };
-    format!(
-        "{} is not an ICCID ({why})",
-        tibiot_exporter::config::excerpt(value)
-    )
-}
-
-/// Entries of a list file (the configuration's list syntax; a leading BOM is ignored).
-fn file_entries(name: &str, content: &str) -> Vec<Entry> {
-    tibiot_exporter::config::iccid_list_entries(content.trim_start_matches('\u{feff}'))
-        .map(|(line, v)| Entry {
-            origin: format!("{name}:{line}"),
-            value: v.to_owned(),
-        })
-        .collect()
-}
-
 /// Builds the list from the arguments and the file's content (`file` = display name and
 /// content). On any invalid entry returns every problem, one per line.
 pub fn build(args: &[String], file: Option<(&str, &str)>) -> Result<IccidList, Vec<String>> {
@@ -68,12 +36,18 @@ pub fn build(args: &[String], file: Option<(&str, &str)>) -> Result<IccidList, V
         })
         .collect();
     if let Some((name, content)) = file {
-        entries.extend(file_entries(name, content));
+        entries.extend(iccid_list_entries(content).map(|(line, v)| Entry {
+            origin: format!("{name}:{line}"),
+            value: v.to_owned(),
+        }));
     }
     let errors: Vec<String> = entries
         .iter()
-        .filter(|e| !is_valid(&e.value))
-        .map(|e| format!("{}: {}", e.origin, describe(&e.value)))
+        .filter_map(|e| {
+            check_iccid(&e.value)
+                .err()
+                .map(|err| format!("{}: {err}", e.origin))
+        })
         .collect();
     if !errors.is_empty() {
         return Err(errors);
@@ -91,17 +65,8 @@ pub fn build(args: &[String], file: Option<(&str, &str)>) -> Result<IccidList, V
 }
 
 /// Reads a list file (UTF-8, at most 16 MiB).
-pub fn read_file(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(format!(
-            "{}: larger than {} MiB",
-            path.display(),
-            MAX_FILE_BYTES >> 20
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))
+pub fn read_file(path: &Path) -> Result<String, ListFileError> {
+    read_list_file(path)
 }
 
 #[cfg(test)]
@@ -113,7 +78,7 @@ mod tests {
 
     #[test]
     fn args_and_file_with_comments_deduplicated_in_order() {
-        let file = format!("# header\n\n{B}  # trailing comment\r\n  {A}\n{B}\n");
+        let file = format!("\u{feff}# header\n\n{B}  # trailing comment\r\n  {A}\n{B}\n");
         let l = build(&[A.into(), A.into()], Some(("f.txt", &file))).unwrap();
         assert_eq!(l.iccids, vec![A.to_owned(), B.to_owned()]);
         assert_eq!(l.duplicates, 3);
@@ -128,14 +93,5 @@ mod tests {
         assert!(errs[1].starts_with("list.txt:3: "), "{}", errs[1]);
         assert!(errs[1].contains("digits only"));
         assert!(errs[2].starts_with("list.txt:4: "), "{}", errs[2]);
-    }
-
-    #[test]
-    fn lengths() {
-        assert!(is_valid(&"1".repeat(18)));
-        assert!(is_valid(&"1".repeat(22)));
-        assert!(!is_valid(&"1".repeat(17)));
-        assert!(!is_valid(&"1".repeat(23)));
-        assert!(!is_valid("８９８６００００００００００００００００１")); // full-width digits
     }
 }

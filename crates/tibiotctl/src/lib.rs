@@ -216,7 +216,7 @@ fn block_on<F: Future<Output = Result<(), Failure>>>(f: F) -> Result<(), Failure
 /// Reads the configuration; any problem is a usage error (exit 2).
 pub fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
     Config::load(path)
-        .map_err(|e| Failure::Usage(format!("bad configuration file {}: {e}", path.display())))
+        .map_err(|e| Failure::Usage(format!("bad configuration file {}:\n{e}", path.display())))
 }
 
 /// The account named by `--account`, or the first one.

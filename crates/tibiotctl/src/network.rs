@@ -127,7 +127,7 @@ pub fn run(common: &CommonArgs, args: NetworkArgs) -> Result<(), Failure> {
     let file = match &args.from_file {
         Some(p) => Some((
             p.display().to_string(),
-            iccid::read_file(p).map_err(Failure::Usage)?,
+            iccid::read_file(p).map_err(|e| Failure::Usage(e.to_string()))?,
         )),
         None => None,
     };
