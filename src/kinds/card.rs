@@ -64,6 +64,8 @@ impl Kind for Card {
     const ID_FORM: &'static str = "ICCID (18-22 digits)";
     const SUBJECT: Subject = Subject::Card;
     const FAMILIES: &'static [Family] = FAMILIES;
+    const DAILY: &'static Family = &DAILY;
+    const MONTHLY: &'static Family = &MONTHLY;
     type Values = CardValues;
 
     fn configured(account: &Account) -> &[String] {
@@ -92,6 +94,26 @@ impl Kind for Card {
 }
 
 const LABELS: &[&str] = &["account", "iccid"];
+
+/// The day-usage history family (also written by the backfill).
+const DAILY: Family = Family {
+    name: "tibiot_card_daily_usage_bytes",
+    help: "Flow used by the card on one day of the API calendar, bytes, for the last collect.history.card_days days. Closed days are fetched once and cached; today is refreshed after collect.history_ttl.",
+    typ: MetricType::Gauge,
+    labels: &["account", "iccid", "date"],
+    served: Served::Both,
+    source: Source::Snapshot(history::<Card, false>),
+};
+
+/// The month-usage history family (also written by the backfill).
+const MONTHLY: Family = Family {
+    name: "tibiot_card_monthly_usage_bytes",
+    help: "Flow used by the card in one month of the API calendar, bytes, for the last collect.history.card_months months. Closed months are fetched once and cached; this month is refreshed after collect.history_ttl.",
+    typ: MetricType::Gauge,
+    labels: &["account", "iccid", "month"],
+    served: Served::Both,
+    source: Source::Snapshot(history::<Card, true>),
+};
 
 /// The card families, in exposition order.
 static FAMILIES: &[Family] = &[
@@ -165,22 +187,8 @@ static FAMILIES: &[Family] = &[
         served: Served::Both,
         source: Source::Snapshot(|snap, w| gauge::<Card>(snap, w, |v| v.capacity_bytes)),
     },
-    Family {
-        name: "tibiot_card_daily_usage_bytes",
-        help: "Flow used by the card on one day of the API calendar, bytes, for the last collect.history.card_days days. Closed days are fetched once and cached; today is refreshed after collect.history_ttl.",
-        typ: MetricType::Gauge,
-        labels: &["account", "iccid", "date"],
-        served: Served::Both,
-        source: Source::Snapshot(history::<Card, false>),
-    },
-    Family {
-        name: "tibiot_card_monthly_usage_bytes",
-        help: "Flow used by the card in one month of the API calendar, bytes, for the last collect.history.card_months months. Closed months are fetched once and cached; this month is refreshed after collect.history_ttl.",
-        typ: MetricType::Gauge,
-        labels: &["account", "iccid", "month"],
-        served: Served::Both,
-        source: Source::Snapshot(history::<Card, true>),
-    },
+    DAILY,
+    MONTHLY,
 ];
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ pub(crate) trait Kind: Send + Sync + 'static {
     const SUBJECT: Subject;
     /// Its families, in exposition order.
     const FAMILIES: &'static [Family];
+    /// Its day-usage and month-usage history families (among [`Kind::FAMILIES`]).
+    const DAILY: &'static Family;
+    const MONTHLY: &'static Family;
     /// What a fetched detail becomes.
     type Values: Send + Sync + 'static;
     /// Its targets in an account's configuration.
@@ -95,16 +98,23 @@ impl<K: Kind> TargetKind for K {
     }
 }
 
-/// A registered kind: its collection side and its families.
+/// A registered kind: its collection side, its families and its history.
 struct Registration {
     kind: &'static dyn TargetKind,
     families: &'static [Family],
+    history: HistorySource,
 }
 
 const fn register<K: Kind>(kind: &'static K) -> Registration {
     Registration {
         kind,
         families: K::FAMILIES,
+        history: HistorySource {
+            kind,
+            id_label: K::ID_LABEL,
+            daily: K::DAILY,
+            monthly: K::MONTHLY,
+        },
     }
 }
 
@@ -132,6 +142,59 @@ pub fn families() -> &'static [Family] {
             .collect()
     });
     &TABLE
+}
+
+/// What a backfill needs of one registered kind: its API subject and id label, its targets in
+/// an account's configuration, its history window, and its day and month families (the same
+/// names, help and labels the exporter serves).
+#[derive(Debug, Clone, Copy)]
+pub struct HistorySource {
+    kind: &'static dyn TargetKind,
+    id_label: &'static str,
+    daily: &'static Family,
+    monthly: &'static Family,
+}
+
+impl HistorySource {
+    /// The kind's name (`pool`, `card`).
+    pub fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// Which usage endpoints serve its history.
+    pub fn subject(&self) -> Subject {
+        self.kind.subject()
+    }
+
+    /// The label that names one target (`pool`, `iccid`).
+    pub fn id_label(&self) -> &'static str {
+        self.id_label
+    }
+
+    /// Its targets in `account`'s configuration.
+    pub fn targets<'a>(&self, account: &'a Account) -> &'a [String] {
+        self.kind.configured(account)
+    }
+
+    /// Days and months of history the configuration keeps for it.
+    pub fn window(&self, c: &CollectConfig) -> (u32, u32) {
+        self.kind.history_window(c)
+    }
+
+    /// The day-usage family (label `date`).
+    pub fn daily(&self) -> &'static Family {
+        self.daily
+    }
+
+    /// The month-usage family (label `month`).
+    pub fn monthly(&self) -> &'static Family {
+        self.monthly
+    }
+}
+
+/// The history of every registered kind, in exposition order (for `tibiotctl backfill`).
+pub fn history_sources() -> impl Iterator<Item = HistorySource> {
+    REGISTERED.iter().map(|r| r.history)
 }
 
 /// The targets of kind `K` in a snapshot, account by account.

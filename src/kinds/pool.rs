@@ -149,6 +149,8 @@ impl Kind for Pool {
     const ID_FORM: &'static str = "pool code (1-64 of A-Z a-z 0-9 - _ .)";
     const SUBJECT: Subject = Subject::Pool;
     const FAMILIES: &'static [Family] = FAMILIES;
+    const DAILY: &'static Family = &DAILY;
+    const MONTHLY: &'static Family = &MONTHLY;
     type Values = PoolValues;
 
     fn configured(account: &Account) -> &[String] {
@@ -177,6 +179,26 @@ impl Kind for Pool {
 }
 
 const LABELS: &[&str] = &["account", "pool"];
+
+/// The day-usage history family (also written by the backfill).
+const DAILY: Family = Family {
+    name: "tibiot_pool_daily_usage_bytes",
+    help: "Flow used by the pool on one day of the API calendar, bytes, for the last collect.history.pool_days days. Closed days are fetched once and cached; today is refreshed after collect.history_ttl.",
+    typ: MetricType::Gauge,
+    labels: &["account", "pool", "date"],
+    served: Served::Both,
+    source: Source::Snapshot(history::<Pool, false>),
+};
+
+/// The month-usage history family (also written by the backfill).
+const MONTHLY: Family = Family {
+    name: "tibiot_pool_monthly_usage_bytes",
+    help: "Flow used by the pool in one month of the API calendar, bytes, for the last collect.history.pool_months months. Closed months are fetched once and cached; this month is refreshed after collect.history_ttl.",
+    typ: MetricType::Gauge,
+    labels: &["account", "pool", "month"],
+    served: Served::Both,
+    source: Source::Snapshot(history::<Pool, true>),
+};
 
 /// The pool families, in exposition order.
 static FAMILIES: &[Family] = &[
@@ -279,22 +301,8 @@ static FAMILIES: &[Family] = &[
         served: Served::Both,
         source: Source::Snapshot(|snap, w| gauge::<Pool>(snap, w, |v| v.created_ts)),
     },
-    Family {
-        name: "tibiot_pool_daily_usage_bytes",
-        help: "Flow used by the pool on one day of the API calendar, bytes, for the last collect.history.pool_days days. Closed days are fetched once and cached; today is refreshed after collect.history_ttl.",
-        typ: MetricType::Gauge,
-        labels: &["account", "pool", "date"],
-        served: Served::Both,
-        source: Source::Snapshot(history::<Pool, false>),
-    },
-    Family {
-        name: "tibiot_pool_monthly_usage_bytes",
-        help: "Flow used by the pool in one month of the API calendar, bytes, for the last collect.history.pool_months months. Closed months are fetched once and cached; this month is refreshed after collect.history_ttl.",
-        typ: MetricType::Gauge,
-        labels: &["account", "pool", "month"],
-        served: Served::Both,
-        source: Source::Snapshot(history::<Pool, true>),
-    },
+    DAILY,
+    MONTHLY,
 ];
 
 #[cfg(test)]
