@@ -19,10 +19,10 @@ pub type Values = Box<dyn Any + Send + Sync>;
 #[derive(Debug, Clone)]
 pub struct FetchCx<'a> {
     /// The account's name.
-    pub account: &'a str,
+    pub(crate) account: &'a str,
     /// The API calendar (`collect.utc_offset`).
-    pub calendar: ApiCalendar,
-    pub deadline: Deadline,
+    pub(crate) calendar: ApiCalendar,
+    pub(crate) deadline: Deadline,
     pub(crate) stats: &'a AccountStats,
 }
 
