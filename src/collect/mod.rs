@@ -26,7 +26,7 @@ pub use scrape::Scope;
 pub use snapshot::{Health, Snapshot, TargetSnap};
 use stats::AccountStats;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tibiot_api::{Client, Gate, RequestObserver};
 
 /// Why a configuration could not be put into service.
@@ -52,6 +52,11 @@ pub(crate) struct Target {
     pub(crate) detail: Mutex<Slot<Values>>,
     /// Allocated on first use (most cards have no history configured).
     pub(crate) history: Mutex<Option<Box<History>>>,
+    /// Write-once scratch space of the encoder: the target's identifying labels (`account`
+    /// and its id) as written on the wire, filled by the encoder at their first sample and
+    /// reused by every later one, because they never change. Opaque here: collection never
+    /// escapes or formats anything.
+    pub(crate) encoded_labels: OnceLock<Box<[u8]>>,
 }
 
 impl Target {
@@ -61,6 +66,7 @@ impl Target {
             id: Arc::from(id),
             detail: Mutex::new(Slot::default()),
             history: Mutex::new(None),
+            encoded_labels: OnceLock::new(),
         }
     }
 }

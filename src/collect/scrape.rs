@@ -313,6 +313,8 @@ fn internal_error() -> Arc<FetchError> {
 
 async fn fetch_detail(acc: &AccountRt, kind: &dyn TargetKind, t: &Target, s: &CollectConfig) {
     let cx = FetchCx {
+        account: &acc.name,
+        stats: &acc.stats,
         calendar: s.calendar,
         deadline: Deadline::AfterAdmission(s.timeout),
     };
