@@ -327,7 +327,7 @@ mod tests {
             serde_json::to_string(&iccids).unwrap()
         );
         let config = Config::parse(&yaml, std::path::Path::new(".")).unwrap();
-        let c = Collector::new(Arc::new(config), kinds()).unwrap();
+        let c = Collector::new(Arc::new(config), kinds(), Default::default()).unwrap();
         let rt = c.runtime();
         let settings = rt.settings();
         for a in &rt.accounts {
@@ -409,7 +409,7 @@ mod tests {
             let mut best = f64::MAX;
             let mut series = 0;
             for _ in 0..rounds {
-                let snap = crate::collect::snapshot::snapshot(&c.runtime(), &Scope::All, false);
+                let snap = crate::collect::snapshot::snapshot(&c.runtime(), &Scope::All);
                 let started = std::time::Instant::now();
                 let mut bytes = 0;
                 let mut sink = |chunk: Vec<u8>| bytes += chunk.len();

@@ -15,7 +15,7 @@ use super::Family;
 use std::sync::OnceLock;
 
 /// The two exposition formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     /// `text/plain; version=0.0.4`.
     Text,

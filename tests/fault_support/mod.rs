@@ -15,6 +15,7 @@ pub struct Exporter {
     child: Child,
     pub addr: String,
     pub log: Arc<Mutex<Vec<String>>>,
+    config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -66,8 +67,21 @@ impl Exporter {
             child,
             addr,
             log,
+            config: path,
             _dir: dir,
         }
+    }
+
+    /// Replaces the configuration file with `config` and reloads it (`POST /-/reload`);
+    /// panics unless the reload succeeds.
+    pub async fn reload_with(&self, config: &str) {
+        std::fs::write(&self.config, config).expect("write config");
+        let r = http()
+            .post(self.url("/-/reload"))
+            .send()
+            .await
+            .expect("reload answered");
+        assert_eq!(r.status().as_u16(), 200, "reload: {:?}", r.text().await);
     }
 
     pub fn pid(&self) -> u32 {

@@ -14,6 +14,10 @@
 //! The network operation takes 1 to 10 ICCIDs and a boolean `switchOn`; unknown ICCIDs,
 //! duplicates and cards in liquidation (18) are rejected in `errorInfo`, abnormal cards (99)
 //! are accepted and fail in the batch; `batchCode` is absent when nothing was accepted.
+//!
+//! Besides the API, `GET /-/counters` (at the root, whatever the prefix; unsigned, not counted)
+//! answers the request counters as JSON, `?targets=1` with the per-target counts: benchmarks and
+//! scripts that run the simulator as a separate process count upstream calls with it.
 
 use crate::SimState;
 use crate::faults::Fault;
@@ -143,6 +147,13 @@ pub async fn handle(state: &SimState, req: Request<Body>) -> Response<Body> {
     let path = parts.uri.path().to_owned();
     if state.clock_control && path == "/-/clock" {
         return clock_control(state, &parts.method, parts.uri.query());
+    }
+    if path == "/-/counters" && parts.method == Method::GET {
+        let per_target = decode_query(parts.uri.query())
+            .ok()
+            .is_some_and(|q| param(&q, "targets").is_some_and(|v| v != "0"));
+        let body = serde_json::to_vec(&state.counters.to_json(per_target)).unwrap_or_default();
+        return json_response(StatusCode::OK, body);
     }
     let rel = path.strip_prefix(state.prefix.as_str()).unwrap_or("");
     let Some(ep) = Endpoint::from_path(rel) else {

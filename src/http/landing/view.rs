@@ -310,13 +310,14 @@ fn state(h: &Health, fetched_at: Option<f64>, now: f64) -> TargetState {
     }
 }
 
+/// The failure's class (`http_error`, `api_error`, …) and its message.
 fn error_text(e: Option<&FetchError>) -> String {
     match e {
         Some(e) => match e.api_code {
             Some(c) if !e.message.contains(&format!("code={c}")) => {
-                format!("{} (API code {c})", e.message)
+                format!("{}: {} (API code {c})", e.outcome, e.message)
             }
-            _ => e.message.clone(),
+            _ => format!("{}: {}", e.outcome, e.message),
         },
         None => "failed (no detail)".into(),
     }
