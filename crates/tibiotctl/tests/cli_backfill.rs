@@ -335,6 +335,7 @@ async fn backfill_series_are_the_live_exporters_series() {
     // History arrives over a few scrapes at most (each bounded by collect.timeout).
     // reqwest's TLS takes the process's rustls provider
     tibiot_api::client::install_crypto_provider();
+    tibiot_api::client::install_crypto_provider();
     let http = reqwest::Client::new();
     let mut live = BTreeMap::new();
     for _ in 0..20 {
