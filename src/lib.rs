@@ -16,3 +16,4 @@ mod logging;
 pub mod metrics;
 pub mod serve;
 mod sys;
+pub mod version;

@@ -10,7 +10,7 @@ use tibiot_exporter::config;
 #[derive(Parser)]
 #[command(
     name = "tibiot-exporter",
-    version,
+    version = tibiot_exporter::version::LONG_VERSION,
     about = "Prometheus exporter for the TIBIOT IoT SIM-card platform"
 )]
 struct Cli {
@@ -33,7 +33,7 @@ enum Command {
         web_config_file: Option<PathBuf>,
     },
     /// Run the embedded TIBIOT simulator (prints one JSON line, then serves until SIGINT/SIGTERM).
-    Simulate(tibiot_sim::cli::SimulateArgs),
+    Simulate(Box<tibiot_sim::cli::SimulateArgs>),
     /// Simulator + exporter with a generated configuration: zero setup.
     Demo(tibiot_exporter::demo::DemoFlags),
 }
@@ -56,10 +56,8 @@ fn main() -> ExitCode {
             web_config_file,
         }) => check_config(&config_file, web_config_file.as_deref()),
         None => tibiot_exporter::serve::run(cli.serve),
-        Some(Command::Simulate(args)) => tibiot_sim::cli::run(args),
-        Some(Command::Demo(d)) => {
-            tibiot_exporter::demo::run(d, cli.serve.log, cli.serve.max_requests)
-        }
+        Some(Command::Simulate(args)) => tibiot_sim::cli::run(*args),
+        Some(Command::Demo(d)) => tibiot_exporter::demo::run(d, cli.serve.log, cli.serve.web),
     }
 }
 
@@ -69,7 +67,7 @@ fn check_config(config_file: &std::path::Path, web: Option<&std::path::Path>) ->
     if status != ExitCode::SUCCESS {
         return status;
     }
-    match web.map(tibiot_web::server::check_file) {
+    match web.map(tibiot_web::check_file) {
         Some(Err(e)) => {
             eprintln!("invalid web configuration: {e}");
             ExitCode::from(2)

@@ -7,6 +7,7 @@ mod exporter_support;
 use exporter_support::*;
 use std::io::Read;
 use std::sync::Arc;
+use std::time::Duration;
 use tibiot_api::Endpoint;
 use tibiot_exporter::config::Config;
 use tibiot_exporter::http::Loader;
@@ -227,8 +228,9 @@ async fn landing_page_lists_every_target_and_escapes_html() {
     assert_eq!(get(&server.url("/metrics")).await.0, 200);
     let (status, html) = get(&server.url("/")).await;
     assert_eq!(status, 200);
+    // Every pool, and every card (40: one page of the card list).
     for t in sim.pools().iter().chain(sim.cards().iter()) {
-        assert!(html.contains(&format!("<td>{t}</td>")), "{t} missing");
+        assert!(html.contains(&format!(">{t}</a>")), "{t} missing");
     }
     assert!(html.contains("class=\"bar\""), "a usage bar per pool");
     assert!(!html.contains("<script>"), "upstream HTML must be escaped");
@@ -237,21 +239,67 @@ async fn landing_page_lists_every_target_and_escapes_html() {
     );
     assert!(!html.contains("src=\"http"), "no external assets");
     assert!(!html.contains(sim.app_secret()));
-    assert!(html.contains("Account test"));
+    assert!(html.contains("<td><b>test</b></td>"), "the account");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn landing_page_collects_like_a_scrape_and_shares_the_cache() {
+async fn landing_page_never_waits_for_upstream_and_refreshes_in_the_background() {
+    use tibiot_sim::Fault;
+    let sim = sim(SimOptions::default()).await;
+    let pools = sim.pools();
+    // Every pool detail answers after an hour, the first time: the page must not wait.
+    sim.set_fault(
+        FaultRule::new(Fault::Slow(Duration::from_secs(3600)))
+            .endpoint(Endpoint::PoolDetail)
+            .times(pools.len() as u32),
+    );
+    let server = Server::start(
+        &config_yaml(
+            &sim,
+            &pools,
+            &[],
+            "  timeout: 1h\n  history: {pool_days: 0, pool_months: 0}\n",
+        ),
+        None,
+    )
+    .await;
+    // The first visit, before any scrape: served at once from the empty cache, with every
+    // pool pending, and it asked for them in the background.
+    let (status, html) = get(&server.url("/")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("class=\"st pending\">pending<"), "{html}");
+    assert!(
+        html.contains(&format!(" {} pending.", pools.len())),
+        "{html}"
+    );
+    let asked = eventually(Duration::from_secs(30), || async {
+        sim.requests(Endpoint::PoolDetail) == pools.len() as u64
+    })
+    .await;
+    assert!(asked, "the page started one background refresh");
+    // Visits while those hang are served too, and start nothing more (fetches are shared).
+    for _ in 0..3 {
+        assert_eq!(get(&server.url("/")).await.0, 200);
+    }
+    assert_eq!(sim.requests(Endpoint::PoolDetail), pools.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn landing_page_refresh_fills_the_cache_a_scrape_then_reuses() {
     let sim = sim(SimOptions::default()).await;
     let pools = sim.pools();
     let server = Server::start(&config_yaml(&sim, &pools, &[], ""), None).await;
-    // The first visit, before any scrape, shows fetched values, not "pending".
-    let (status, html) = get(&server.url("/")).await;
+    let (status, _) = get(&server.url("/")).await;
     assert_eq!(status, 200);
-    assert!(!html.contains(">pending<"), "{html}");
+    // Without any scrape, the page's background refresh fills the cache.
+    let filled = eventually(Duration::from_secs(60), || async {
+        get(&server.url("/")).await.1.contains(" 0 pending.")
+    })
+    .await;
+    assert!(filled, "the background refresh filled the cache");
     let detail_calls = sim.requests(Endpoint::PoolDetail);
     assert_eq!(detail_calls, pools.len() as u64);
-    // A scrape within the TTL reuses what the page fetched.
+    // A scrape within the TTL reuses what the page's refresh fetched.
     let (status, body) = get(&server.url("/metrics")).await;
     assert_eq!(status, 200);
     assert!(body.contains(&format!(

@@ -1,4 +1,4 @@
-//! Fault injection (issue 7): every fault class of the simulator — latency beyond the
+//! Fault injection: every fault class of the simulator — latency beyond the
 //! deadline, HTTP 500, 429 with `Retry-After`, business errors, malformed JSON, truncated JSON,
 //! a connection reset, an oversized body — against every endpoint the exporter reads (pool
 //! detail, pool day usage, pool month usage, card detail, card day usage, card month usage),

@@ -104,6 +104,8 @@ async fn fifty_concurrent_scrapers() {
         let failures = failures.clone();
         tasks.push(tokio::spawn(async move {
             // one client (connection) per scraper, like separate Prometheus servers
+            // reqwest's TLS takes the process's rustls provider
+            tibiot_api::client::install_crypto_provider();
             let client = reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(60))

@@ -13,6 +13,8 @@ Rows:
       exporter's tibiot_api_requests_total; target: two = one);
   (d) resident memory (VmRSS, VmHWM of the exporter process) at 0, 1,000 and 10,000 cards
       (target <= 25 MiB at 10,000);
+  (landing) the landing page of the warm exporter of (b), from curl and in headless chromium
+      (scripts/bench/landing.py);
   (e, f) fleet scale within and over the request budget (scripts/bench/fleet_rows.py; about
       7 minutes, only with --fleet, first);
   (g) 100,000 cards + 200 pools: memory and warm scrape per series;
@@ -41,8 +43,9 @@ from common import (OM, curl, failed_targets, fetch_text, fill, load1, log, mach
                     metric_sum, mib, samples, start_baseline, start_exporter, start_sim, stop, stop_all,
                     write_config)
 import fleet_rows  # noqa: E402
+from landing import landing_rows  # noqa: E402
 
-DEFAULT_ROWS = ["a", "b", "c", "d", "g", "h", "base"]
+DEFAULT_ROWS = ["a", "b", "landing", "c", "d", "g", "h", "base"]
 
 
 def timed(url, n, accept=None, gzip=False):
@@ -63,7 +66,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--fleet", action="store_true", help="add rows e and f (about 7 minutes)")
-    ap.add_argument("--rows", help="comma-separated rows to run (a,b,c,d,e,f,g,h,base)")
+    ap.add_argument("--rows", help="comma-separated rows to run (a,b,landing,c,d,e,f,g,h,base)")
     args = ap.parse_args()
     binary = os.path.abspath(args.bin)
     sim_bin = os.path.abspath(args.sim_bin or args.bin)
@@ -111,7 +114,7 @@ def main():
         # ---------------------------------------------------------------- (b) warm scrape
         warm = {}
         mem10k = None
-        if want & {"b", "d", "base"}:
+        if want & {"b", "d", "landing", "base"}:
             cfg = os.path.join(tmp, "warm.yml")
             write_config(cfg, sim, sim["pools"], sim["cards"])
             p, addr = start_exporter(binary, cfg)
@@ -138,6 +141,9 @@ def main():
                 for _ in range(reps):
                     curl(url)
             mem10k = memory_kib(p.pid)
+            if "landing" in want:
+                # Same warm exporter, after the memory reading (the page does not count in (d)).
+                landing_rows(row, f"http://{addr}", reps, log)
             stop(p)
 
         # ---------------------------------------------------------------- (c) calls per hour
@@ -251,7 +257,7 @@ def main():
     print()
     print("| | measurement | result | target | |")
     print("|---|---|---|---|---|")
-    order = {k: i for i, k in enumerate(["a", "b", "c", "d", "e", "f", "g", "h", "base"])}
+    order = {k: i for i, k in enumerate(["a", "b", "landing", "c", "d", "e", "f", "g", "h", "base"])}
     for section, what, value, target, verdict in sorted(rows, key=lambda r: order.get(r[0], 99)):
         print(f"| {section} | {what} | {value} | {target} | {verdict} |")
 

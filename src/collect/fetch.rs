@@ -71,6 +71,8 @@ pub(crate) async fn run(item: Item, kind: &'static dyn TargetKind, d: Arc<Drivin
 
 async fn detail(item: &Item, kind: &dyn TargetKind, d: &Driving) {
     let cx = FetchCx {
+        account: &d.account,
+        stats: &d.stats,
         calendar: d.settings.calendar,
         deadline: Deadline::AfterAdmission(d.settings.timeout),
     };

@@ -35,7 +35,7 @@ pub use snapshot::{Health, Snapshot, TargetSnap};
 use stats::AccountStats;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tibiot_api::{Client, Gate, RequestObserver};
 
 /// Why a configuration could not be put into service.
@@ -62,6 +62,11 @@ pub(crate) struct Target {
     pub(crate) detail: Mutex<Slot<Values>>,
     /// Allocated on first use (most cards have no history configured).
     pub(crate) history: Mutex<Option<Box<History>>>,
+    /// Write-once scratch space of the encoder: the target's identifying labels (`account`
+    /// and its id) as written on the wire, filled by the encoder at their first sample and
+    /// reused by every later one, because they never change. Opaque here: collection never
+    /// escapes or formats anything.
+    pub(crate) encoded_labels: OnceLock<Box<[u8]>>,
     /// The scheduler's bookkeeping of its detail and its history.
     pub(crate) marks: [Mark; 2],
     /// Dropped from the configuration by a reload.
@@ -75,6 +80,7 @@ impl Target {
             id: Arc::from(id),
             detail: Mutex::new(Slot::default()),
             history: Mutex::new(None),
+            encoded_labels: OnceLock::new(),
             marks: Default::default(),
             retired: AtomicBool::new(false),
         }
@@ -360,6 +366,7 @@ impl Collector {
             acc.sched.configure(sched::Driving {
                 kinds: self.kinds,
                 account: acc.name.clone(),
+                stats: acc.stats.clone(),
                 client: acc.client.clone(),
                 gate: acc.gate.clone(),
                 settings: Arc::new(collect.clone()),

@@ -193,6 +193,8 @@ impl DueEnv {
 /// The account's current client and settings (replaced on reload).
 pub(crate) struct Driving {
     pub(crate) account: Arc<str>,
+    /// The account's statistics (truncated label values are counted there).
+    pub(crate) stats: Arc<super::stats::AccountStats>,
     pub(crate) client: Client,
     pub(crate) gate: Arc<Gate>,
     pub(crate) settings: Arc<CollectConfig>,

@@ -10,7 +10,7 @@ use super::history::HistView;
 use super::scrape::{Scope, has_history};
 use super::{Runtime, Target, TargetKind, Values, same};
 use crate::sys::{lock, unix_now};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -46,6 +46,11 @@ impl TargetSnap {
     /// The target's id (pool code, ICCID, …).
     pub(crate) fn id(&self) -> &str {
         &self.target.id
+    }
+
+    /// The encoder's write-once memo of the target's identifying labels (see [`Target`]).
+    pub(crate) fn encoded_labels(&self) -> &OnceLock<Box<[u8]>> {
+        &self.target.encoded_labels
     }
 
     /// The served value as the kind built it, when there is one of type `V`.

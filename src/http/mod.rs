@@ -38,6 +38,8 @@ pub struct App {
     loader: Option<Loader>,
     reload_ok: std::sync::atomic::AtomicBool,
     reload_lock: tokio::sync::Mutex<()>,
+    /// A background refresh started by the landing page is running.
+    landing_refresh: std::sync::atomic::AtomicBool,
     /// The `/metrics` expositions being written, by format and compression: a scrape that
     /// arrives while one is young joins it.
     expositions: Mutex<HashMap<(Format, bool), Weak<Broadcast>>>,
@@ -70,6 +72,7 @@ impl App {
             loader,
             reload_ok: std::sync::atomic::AtomicBool::new(true),
             reload_lock: tokio::sync::Mutex::new(()),
+            landing_refresh: std::sync::atomic::AtomicBool::new(false),
             expositions: Mutex::new(HashMap::new()),
         }))
     }

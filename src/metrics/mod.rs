@@ -17,7 +17,7 @@ pub(crate) mod process;
 
 use crate::collect::Snapshot;
 use expo::{MetricType, Writer};
-pub(crate) use own::{REVISION, VERSION};
+pub(crate) use own::VERSION;
 
 /// Where a family is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

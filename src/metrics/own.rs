@@ -25,12 +25,9 @@ use std::sync::atomic::AtomicU64;
 use tibiot_api::{Endpoint, Outcome};
 
 /// Version of this build.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// Git revision of this build (`TIBIOT_REVISION` at compile time), else `unknown`.
-pub const REVISION: &str = match option_env!("TIBIOT_REVISION") {
-    Some(r) => r,
-    None => "unknown",
-};
+pub const VERSION: &str = crate::version::VERSION;
+/// Git revision of this build (from `build.rs`, see `crate::version`), else `unknown`.
+pub const REVISION: &str = crate::version::REVISION;
 
 /// The self-metric families, in exposition order (the registry's order: registered metrics,
 /// then collectors).
@@ -72,6 +69,14 @@ pub(crate) static FAMILIES: &[Family] = &[
         help: "Duration of upstream HTTP requests (every attempt), seconds.",
         typ: MetricType::Histogram,
         labels: &["account", "endpoint"],
+        served: Served::Metrics,
+        source: Source::Registry,
+    },
+    Family {
+        name: "tibiot_label_values_truncated_total",
+        help: "Label values from upstream cut to their bound of 256 bytes (ending in …), by kind of target; the log names the target and the label.",
+        typ: MetricType::Counter,
+        labels: &["account", "kind"],
         served: Served::Metrics,
         source: Source::Registry,
     },
@@ -182,7 +187,7 @@ impl OwnMetrics {
             "tibiot_exporter_config_last_reload_success_timestamp_seconds",
             reload_time.clone(),
         );
-        registry.register_collector(Box::new(ApiRequests(collector)));
+        registry.register_collector(Box::new(AccountMetrics(collector)));
         registry.register_collector(Box::new(Process));
         let me = Self {
             registry,
@@ -217,12 +222,13 @@ impl OwnMetrics {
     }
 }
 
-/// `tibiot_api_requests_total` and `tibiot_api_request_duration_seconds` of the configured
-/// accounts, for the endpoints the registered kinds call.
+/// The per-account statistics of the configured accounts: `tibiot_api_requests_total` and
+/// `tibiot_api_request_duration_seconds` for the endpoints the registered kinds call, and
+/// `tibiot_label_values_truncated_total` for each registered kind.
 #[derive(Debug)]
-struct ApiRequests(Arc<Collector>);
+struct AccountMetrics(Arc<Collector>);
 
-impl PcCollector for ApiRequests {
+impl PcCollector for AccountMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = self.0.stats();
         if stats.is_empty() {
@@ -266,6 +272,14 @@ impl PcCollector for ApiRequests {
                 let labels = [("account", s.account()), ("endpoint", e.name())];
                 m.encode_family(&labels)?
                     .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+            }
+        }
+        let f = family("tibiot_label_values_truncated_total");
+        let mut m = encoder.encode_descriptor(registered_name(f), f.help, None, PcType::Counter)?;
+        for s in &stats {
+            for k in self.0.kinds() {
+                let labels = [("account", s.account()), ("kind", k.name())];
+                ConstCounter::new(s.truncations(k.name())).encode(m.encode_family(&labels)?)?;
             }
         }
         Ok(())

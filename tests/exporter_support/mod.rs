@@ -79,6 +79,8 @@ impl Drop for Server {
 }
 
 pub fn client() -> reqwest::Client {
+    // reqwest's TLS takes the process's rustls provider
+    tibiot_api::client::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .no_gzip()

@@ -153,6 +153,8 @@ pub fn closed_port() -> ClosedPort {
 
 /// An HTTP client for scraping (no proxy, bounded).
 pub fn http() -> reqwest::Client {
+    // reqwest's TLS takes the process's rustls provider
+    tibiot_api::client::install_crypto_provider();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(60))

@@ -12,7 +12,7 @@ use rcgen::{
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tibiot_web::server::StatsHandle;
+use tibiot_web::StatsHandle;
 use tibiot_web::{Limits, ServerOptions, WebServer};
 use tokio::sync::oneshot;
 
@@ -122,9 +122,12 @@ pub fn write_atomically(path: &Path, text: &str) {
 }
 
 pub fn client_builder() -> reqwest::ClientBuilder {
+    // reqwest's TLS takes the process's rustls provider
+    tibiot_api::client::install_crypto_provider();
     reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
+        .tls_backend_rustls()
+        // only the roots a test adds
+        .tls_certs_only([])
         .no_proxy()
         .timeout(Duration::from_secs(20))
 }

@@ -190,9 +190,21 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Installs ring as the process's default rustls crypto provider unless one is installed:
+/// reqwest's TLS (built without a provider of its own) takes that default. Called by
+/// [`Client::new`]; anything else that builds a `reqwest::Client` in the same process calls
+/// it first. Idempotent.
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // An error means another thread installed one meanwhile: fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 impl Client {
     /// Builds a client with its own connection pool.
     pub fn new(opts: ClientOptions) -> Result<Self, BuildError> {
+        install_crypto_provider();
         let headers = header_map(&opts.headers)?;
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)

@@ -145,6 +145,9 @@ impl SimState {
 pub async fn handle(state: &SimState, req: Request<Body>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
+    if state.clock_control && path == "/-/clock" {
+        return clock_control(state, &parts.method, parts.uri.query());
+    }
     if path == "/-/counters" && parts.method == Method::GET {
         let per_target = decode_query(parts.uri.query())
             .ok()
@@ -241,6 +244,14 @@ pub async fn handle(state: &SimState, req: Request<Body>) -> Response<Body> {
     let result = answer(state, ep, &query, &body);
     let bytes = match result {
         Ok(mut data) => {
+            if let Some(Fault::HostilePool {
+                statuses,
+                name_bytes,
+            }) = fault
+                && ep == Endpoint::PoolDetail
+            {
+                make_hostile(&mut data, statuses, name_bytes);
+            }
             intify(&mut data);
             state.envelope_bytes(CODE_OK, "success", Some(data))
         }
@@ -258,6 +269,27 @@ pub async fn handle(state: &SimState, req: Request<Body>) -> Response<Body> {
         Some(Fault::Oversized) => json_response(StatusCode::OK, oversized(&bytes)),
         _ => json_response(StatusCode::OK, bytes),
     }
+}
+
+/// A pool detail made hostile as data: `statuses` distinct status codes (1, 2, …) with one
+/// card each, and a name of `name_bytes` bytes (a quote and a backslash, then CJK characters
+/// and ASCII padding, so that cutting it must respect character boundaries and escaping).
+fn make_hostile(data: &mut Value, statuses: u32, name_bytes: u32) {
+    let Value::Object(pool) = data else { return };
+    let counts: Vec<Value> = (1..=i64::from(statuses))
+        .map(|code| serde_json::json!({"cardStatus": code, "total": 1}))
+        .collect();
+    pool.insert("bindCardStatusCount".into(), Value::Array(counts));
+    let n = name_bytes as usize;
+    let mut name = String::with_capacity(n);
+    name.push_str(&"\"\\"[..n.min(2)]);
+    while name.len() + '池'.len_utf8() <= n {
+        name.push('池');
+    }
+    while name.len() < n {
+        name.push('a');
+    }
+    pool.insert("upoolName".into(), Value::String(name));
 }
 
 /// The answer with a large unknown field in front: valid JSON, over any sane size cap.
@@ -328,7 +360,7 @@ fn answer(
     match ep {
         Endpoint::PoolDetail => {
             let i = pool(q)?;
-            state.batches.settle(world);
+            state.batches.settle(world, state.clock.now());
             to_value(serde_json::to_value(world.pool_detail(i, now)))
         }
         Endpoint::PoolMonthUsage => {
@@ -349,7 +381,7 @@ fn answer(
             let code = required(q, "batchCode")?;
             let items = state
                 .batches
-                .status(world, code)
+                .status(world, code, now)
                 .ok_or_else(|| (CODE_NOT_FOUND, format!("batch {code:?} not found")))?;
             Ok(Value::Array(
                 items
@@ -366,7 +398,7 @@ fn answer(
         }
         Endpoint::CardDetail => {
             let i = card(q)?;
-            state.batches.settle(world);
+            state.batches.settle(world, state.clock.now());
             to_value(serde_json::to_value(world.card_detail(i, now)))
         }
         Endpoint::CardMonthUsage => {
@@ -389,6 +421,32 @@ fn answer(
         }
         Endpoint::CardNetwork => network(state, body),
     }
+}
+
+/// `POST /-/clock?at=RFC3339` freezes the world clock at that time, `POST /-/clock?resume`
+/// lets it run again; both answer `{"now": RFC3339}`. Only with `clock_control`.
+fn clock_control(state: &SimState, method: &Method, query: Option<&str>) -> Response<Body> {
+    if method != Method::POST {
+        return state.envelope(StatusCode::METHOD_NOT_ALLOWED, 405, "/-/clock expects POST");
+    }
+    let q = decode_query(query).unwrap_or_default();
+    if let Some(at) = param(&q, "at") {
+        match chrono::DateTime::parse_from_rfc3339(at) {
+            Ok(t) => state.clock.freeze(Some(t.with_timezone(&chrono::Utc))),
+            Err(_) => {
+                return state.envelope(StatusCode::BAD_REQUEST, 400, "at must be RFC 3339");
+            }
+        }
+    } else if q.iter().any(|(k, _)| k == "resume") {
+        state.clock.resume();
+    } else {
+        return state.envelope(StatusCode::BAD_REQUEST, 400, "give at=RFC3339 or resume");
+    }
+    let now = state
+        .clock
+        .now()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    json_response(StatusCode::OK, json!({ "now": now }).to_string())
 }
 
 /// `POST /api/v1/card/operation/network`.
@@ -414,7 +472,7 @@ fn network(state: &SimState, body: &[u8]) -> Result<Value, BizError> {
             iccids.len()
         )));
     }
-    state.batches.settle(world);
+    state.batches.settle(world, state.clock.now());
     let mut accepted: Vec<(usize, bool)> = Vec::new();
     let mut errors = Vec::new();
     for item in iccids {
@@ -447,6 +505,21 @@ fn network(state: &SimState, body: &[u8]) -> Result<Value, BizError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_pool_detail() {
+        let mut v = json!({"upoolCode": "P", "upoolName": "n"});
+        make_hostile(&mut v, 1000, 1 << 20);
+        assert_eq!(v["bindCardStatusCount"].as_array().unwrap().len(), 1000);
+        assert_eq!(v["bindCardStatusCount"][999]["cardStatus"], 1000);
+        let name = v["upoolName"].as_str().unwrap();
+        assert_eq!(name.len(), 1 << 20);
+        assert!(name.starts_with("\"\\池"));
+        assert_eq!(v["upoolCode"], "P");
+        make_hostile(&mut v, 0, 1);
+        assert_eq!(v["upoolName"], "\"");
+        assert!(v["bindCardStatusCount"].as_array().unwrap().is_empty());
+    }
 
     #[test]
     fn query_decoding() {
