@@ -215,18 +215,28 @@ def sim_counters(sim, targets=False):
         return json.loads(r.read())
 
 
-def fill(url, what, want_cards=None, attempts=30):
-    """Scrapes until every target has a value and none reports failure (the cold fill)."""
-    for attempt in range(attempts):
+def fill(url, what, want_cards=None, within=600):
+    """Scrapes until every target has a value, none reports failure and the history backfill
+    is done (no history pending: the closed days and months fill in after the first scrape)."""
+    end = time.time() + within
+    attempt = 0
+    while True:
+        attempt += 1
         t0 = time.time()
         text = fetch_text(url)
         bad = failed_targets(text)
         cards = sum(1 for l in samples(text) if l.startswith("tibiot_card_info{"))
-        log(f"{what}: fill scrape {attempt + 1} took {time.time() - t0:.1f}s, {bad} failed targets, "
-            f"{cards} cards with values")
-        if bad == 0 and (want_cards is None or cards >= want_cards):
+        history = sum(metric_sum(text, "tibiot_collect_pending_targets", f'kind="{k}"')
+                      for k in ("pool_history", "card_history"))
+        if attempt == 1 or time.time() + 1 > end:
+            log(f"{what}: fill scrape {attempt} took {time.time() - t0:.1f}s, {bad} failed targets, "
+                f"{cards} cards with values, {history:.0f} histories pending")
+        if bad == 0 and (want_cards is None or cards >= want_cards) and history == 0:
+            log(f"{what}: filled after {attempt} scrape(s)")
             return text
-    raise SystemExit(f"{what}: targets still failing or missing after the fill")
+        if time.time() > end:
+            raise SystemExit(f"{what}: targets still failing, missing or pending after the fill")
+        time.sleep(0.25)
 
 
 def machine():
