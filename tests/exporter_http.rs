@@ -17,7 +17,9 @@ use tibiot_sim::{FaultRule, SimOptions};
 async fn gzip_and_openmetrics_negotiation() {
     let sim = sim(SimOptions::default()).await;
     let server = Server::start(&config_yaml(&sim, &sim.pools(), &sim.cards(), ""), None).await;
-    let plain = get(&server.url("/metrics")).await.1;
+    // after the history backfill, so that both scrapes hold the same series
+    let _ = get(&server.url("/metrics")).await;
+    let plain = settled(&server).await;
 
     let r = client()
         .get(server.url("/metrics"))

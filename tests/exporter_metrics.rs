@@ -417,7 +417,9 @@ async fn concurrent_scrapes_share_fetches_and_the_ttl_prevents_refetching() {
                 .all(|x| x.value == 1.0)
         );
     }
-    // One scrape's worth: one detail per target, one call per history period.
+    // One scrape's worth: one detail per target, one call per history period (the history
+    // arrives right after the first scrape).
+    settled(&server).await;
     let one_scrape = (pools.len() * (1 + 2 + 1) + cards.len()) as u64;
     assert_eq!(sim.total_requests(), one_scrape);
     assert_eq!(sim.requests(Endpoint::CardDetail), cards.len() as u64);

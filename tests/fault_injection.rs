@@ -190,6 +190,18 @@ impl Check<'_> {
     }
 }
 
+/// `Ok` when nothing of `account` is pending any more (every due fetch completed: a history's
+/// result can be known before all its periods were fetched).
+fn settled(m: &Metrics, account: &str) -> Result<(), String> {
+    let want = [("account", account)];
+    let pending = m.find("tibiot_collect_pending_targets", &want);
+    match pending.iter().find(|s| s.value != 0.0) {
+        None if !pending.is_empty() => Ok(()),
+        None => Err(format!("no pending gauges for {account}")),
+        Some(s) => Err(format!("{} {} still pending", s.value, s.labels["kind"])),
+    }
+}
+
 /// `Ok` when every kind (detail and history) of `pool` and `card` of `account` reports
 /// `tibiot_collect_success` = `want`, else what differs.
 fn every_kind(
@@ -296,7 +308,9 @@ async fn run_row(row: &Row) -> Vec<String> {
                     ));
                 }
             }
-            every_kind(m, ("sim", &pools[3], &cards[3]), 1.0).map_err(|e| format!("control {e}"))
+            every_kind(m, ("sim", &pools[3], &cards[3]), 1.0)
+                .map_err(|e| format!("control {e}"))?;
+            settled(m, "sim")
         })
         .await;
     for (i, (ep, _)) in ENDPOINTS.iter().enumerate() {
@@ -433,7 +447,9 @@ async fn run_unreachable() -> Vec<String> {
     let m = check
         .until(&exporter, "unreachable", |m| {
             every_kind(m, ("dead", &pools[1], &cards[1]), 0.0).map_err(|e| format!("dead {e}"))?;
-            every_kind(m, ("sim", &pools[0], &cards[0]), 1.0).map_err(|e| format!("healthy {e}"))
+            every_kind(m, ("sim", &pools[0], &cards[0]), 1.0)
+                .map_err(|e| format!("healthy {e}"))?;
+            settled(m, "dead")
         })
         .await;
     for (ep, _) in ENDPOINTS {
