@@ -712,10 +712,16 @@ def main():
         children.append(exporter)
         wait_until("the exporter to be ready", lambda: http_get(f"http://{exporter_addr}/-/ready")[0] == 200,
                    45, procs=[exporter])
-        _, metrics_text = wait_until(
-            "the exporter to serve pool metrics",
-            lambda: (lambda r: r if "tibiot_pool_info{" in r[1] else None)(http_get(f"http://{exporter_addr}/metrics", 20)),
-            45, interval=1, procs=[exporter])
+        # pools, cards and their usage history (the history fills in right after the first
+        # scrape: wait until nothing is pending)
+        def served_with_history():
+            r = http_get(f"http://{exporter_addr}/metrics", 20)
+            pending = [float(v) for _, v in samples_of(r[1], "tibiot_collect_pending_targets")]
+            done = "tibiot_pool_info{" in r[1] and pending and not any(pending)
+            return r if done else None
+
+        _, metrics_text = wait_until("the exporter to serve pool metrics and their history",
+                                     served_with_history, 90, interval=1, procs=[exporter])
         pools, cards = exporter_targets(metrics_text)
         report.ok("exporter demo is up and serves pools", f"{sum(map(len, pools.values()))} pools, "
                   f"{sum(map(len, cards.values()))} cards, accounts {sorted(set(pools) | set(cards))}")
