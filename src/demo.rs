@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::logging;
-use crate::serve::{LogFlags, bind_listener, run_server};
+use crate::serve::{LogFlags, WebFlags, bind_listener, run_server};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tibiot_sim::{SimHandle, SimOptions};
@@ -203,9 +203,8 @@ fn banner(sim: &SimHandle, url: &str, cli: &CliConfig) -> String {
     b
 }
 
-/// Runs the demo until SIGINT/SIGTERM.
-/// `max_requests`: `--web.max-requests`.
-pub fn run(flags: DemoFlags, log: LogFlags, max_requests: usize) -> ExitCode {
+/// Runs the demo until SIGINT/SIGTERM, with the web limits of `web`.
+pub fn run(flags: DemoFlags, log: LogFlags, web: WebFlags) -> ExitCode {
     if let Err(e) = logging::init(&log.level, log.format) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -284,7 +283,7 @@ pub fn run(flags: DemoFlags, log: LogFlags, max_requests: usize) -> ExitCode {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
         }
-        let code = run_server(config, None, listener, None, max_requests).await;
+        let code = run_server(config, None, listener, web.server_options(None)).await;
         sim.shutdown().await;
         code
     })

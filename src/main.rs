@@ -57,9 +57,7 @@ fn main() -> ExitCode {
         }) => check_config(&config_file, web_config_file.as_deref()),
         None => tibiot_exporter::serve::run(cli.serve),
         Some(Command::Simulate(args)) => tibiot_sim::cli::run(args),
-        Some(Command::Demo(d)) => {
-            tibiot_exporter::demo::run(d, cli.serve.log, cli.serve.max_requests)
-        }
+        Some(Command::Demo(d)) => tibiot_exporter::demo::run(d, cli.serve.log, cli.serve.web),
     }
 }
 
@@ -69,7 +67,7 @@ fn check_config(config_file: &std::path::Path, web: Option<&std::path::Path>) ->
     if status != ExitCode::SUCCESS {
         return status;
     }
-    match web.map(tibiot_web::server::check_file) {
+    match web.map(tibiot_web::check_file) {
         Some(Err(e)) => {
             eprintln!("invalid web configuration: {e}");
             ExitCode::from(2)

@@ -3,7 +3,8 @@
 //! and shut down gracefully on SIGTERM/SIGINT.
 //!
 //! Seam for the web layer: [`serve_router`] is the one function that puts the router on the
-//! network; TLS and basic auth from `--web.config.file` plug in there.
+//! network, through `tibiot_web::WebServer` (TLS and basic auth from `--web.config.file`,
+//! connection admission and request limits from [`WebFlags`]).
 
 use crate::config::Config;
 use crate::http::{App, Loader, router};
@@ -12,6 +13,7 @@ use axum::Router;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Flags of the server (README, "Command line").
@@ -34,20 +36,100 @@ pub struct ServeFlags {
     /// Web configuration file (TLS, basic auth), exporter-toolkit format.
     #[arg(long = "web.config.file", value_name = "PATH")]
     pub web_config_file: Option<PathBuf>,
-    /// Requests served at once, every endpoint counted; beyond it 503 at once. 0: no limit.
-    #[arg(
-        long = "web.max-requests",
-        default_value_t = DEFAULT_MAX_REQUESTS,
-        value_name = "N",
-        global = true
-    )]
-    pub max_requests: usize,
+    #[command(flatten)]
+    pub web: WebFlags,
     #[command(flatten)]
     pub log: LogFlags,
 }
 
-/// `--web.max-requests` when not given.
-pub const DEFAULT_MAX_REQUESTS: usize = 64;
+/// Request and connection limits of the web server (README, "Securing the exporter"). Any
+/// binary that serves through `tibiot_web::WebServer` can flatten these.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebFlags {
+    /// Requests served at once, every endpoint counted; beyond it 503 at once. 0: no limit.
+    #[arg(
+        long = "web.max-requests",
+        default_value_t = tibiot_web::DEFAULT_MAX_REQUESTS,
+        value_name = "N",
+        global = true
+    )]
+    pub max_requests: usize,
+    /// Open connections at once. A new connection beyond it closes the longest-idle one
+    /// (first those that never sent a request); connections with a request in progress are
+    /// kept.
+    #[arg(
+        long = "web.max-connections",
+        default_value_t = tibiot_web::DEFAULT_MAX_CONNECTIONS,
+        value_parser = positive_count,
+        value_name = "N",
+        global = true
+    )]
+    pub max_connections: usize,
+    /// Open connections from one client address (IPv6: one /64). A new one beyond it closes
+    /// that client's own longest-idle connection. 0: no per-client limit.
+    #[arg(
+        long = "web.max-connections-per-client",
+        default_value_t = tibiot_web::DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+        value_name = "N",
+        global = true
+    )]
+    pub max_connections_per_client: usize,
+    /// Time from connecting to complete request headers (TLS handshake and HTTP/2 preface
+    /// included), and from the first byte of a later HTTP/1 request to its headers.
+    #[arg(
+        long = "web.read-header-timeout",
+        default_value = "10s",
+        value_parser = positive_duration,
+        value_name = "DURATION",
+        global = true
+    )]
+    pub read_header_timeout: Duration,
+    /// Time a connection may stay open without a request (HTTP/1 keep-alive and HTTP/2
+    /// alike). Keep it above the scrape interval so scrapes reuse their connection.
+    #[arg(
+        long = "web.idle-timeout",
+        default_value = "3m",
+        value_parser = positive_duration,
+        value_name = "DURATION",
+        global = true
+    )]
+    pub idle_timeout: Duration,
+}
+
+impl WebFlags {
+    /// The web server's options: these limits, `web_config_file`, the rest default.
+    pub fn server_options(&self, web_config_file: Option<&Path>) -> tibiot_web::ServerOptions {
+        tibiot_web::ServerOptions {
+            web_config_file: web_config_file.map(Path::to_path_buf),
+            limits: tibiot_web::Limits {
+                max_concurrent_requests: self.max_requests,
+                max_connections: self.max_connections,
+                max_connections_per_client: self.max_connections_per_client,
+                header_read_timeout: self.read_header_timeout,
+                idle_timeout: self.idle_timeout,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}
+
+fn positive_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be above 0".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A duration in the configuration's compact form (`10s`, `3m`, `1m30s`), above 0.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match crate::config::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be above 0".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
 
 /// Logging flags, shared by the server and the demo.
 #[derive(Debug, Clone, clap::Args)]
@@ -68,6 +150,14 @@ pub struct LogFlags {
         global = true
     )]
     pub format: LogFormat,
+}
+
+impl LogFlags {
+    /// Installs the global logger these flags describe (`tibiotctl guard` logs like the
+    /// exporter). An unknown level is an error.
+    pub fn init(&self) -> Result<(), String> {
+        logging::init(&self.level, self.format)
+    }
 }
 
 /// Listens on `--web.listen-address`. `:9869` means every interface, IPv6 and IPv4 like the Go
@@ -100,7 +190,7 @@ pub fn run(flags: ServeFlags) -> ExitCode {
         }
     };
     if let Some(web) = &flags.web_config_file
-        && let Err(e) = tibiot_web::server::check_file(web)
+        && let Err(e) = tibiot_web::check_file(web)
     {
         eprintln!("error: invalid {e}");
         return ExitCode::from(2);
@@ -123,25 +213,18 @@ pub fn run(flags: ServeFlags) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        run_server(
-            config,
-            Some(loader),
-            listener,
-            flags.web_config_file,
-            flags.max_requests,
-        )
-        .await
+        let web = flags.web.server_options(flags.web_config_file.as_deref());
+        run_server(config, Some(loader), listener, web).await
     })
 }
 
-/// Serves `config` on `listener` until SIGTERM/SIGINT; SIGHUP reloads through `loader`.
-/// `max_requests`: requests served at once (0: no limit).
+/// Serves `config` on `listener` with the web server `options` until SIGTERM/SIGINT; SIGHUP
+/// reloads through `loader`.
 pub async fn run_server(
     config: Config,
     loader: Option<Loader>,
     listener: TcpListener,
-    web_config: Option<PathBuf>,
-    max_requests: usize,
+    web: tibiot_web::ServerOptions,
 ) -> ExitCode {
     let app = match App::new(config, loader) {
         Ok(app) => app,
@@ -156,15 +239,8 @@ pub async fn run_server(
         .unwrap_or_default();
     tracing::info!(address = %addr, version = crate::metrics::VERSION, "listening");
     spawn_sighup(app.clone());
-    match serve_router(
-        listener,
-        router(app),
-        web_config.as_deref(),
-        max_requests,
-        shutdown_signal(),
-    )
-    .await
-    {
+    warn_if_few_file_descriptors(web.limits.max_connections);
+    match serve_router(listener, router(app), web, shutdown_signal()).await {
         Ok(()) => {
             tracing::info!("shut down");
             ExitCode::SUCCESS
@@ -177,26 +253,48 @@ pub async fn run_server(
 }
 
 /// Puts the router on the network until `shutdown` resolves (graceful: in-flight requests
-/// finish). The web layer (TLS, basic auth per `web_config`) plugs in here.
+/// finish). The web layer (TLS, basic auth, admission, limits per `options`) plugs in here.
 pub async fn serve_router(
     listener: TcpListener,
     app: Router,
-    web_config: Option<&Path>,
-    max_requests: usize,
+    options: tibiot_web::ServerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let options = tibiot_web::ServerOptions {
-        web_config_file: web_config.map(Path::to_path_buf),
-        limits: tibiot_web::Limits {
-            max_concurrent_requests: max_requests,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
     let server = tibiot_web::WebServer::from_listener(listener, options)
         .await
         .map_err(std::io::Error::other)?;
     server.serve(app, shutdown).await
+}
+
+/// Each connection takes a file descriptor: warn when the process may run out of them before
+/// `--web.max-connections` is reached (the server then closes idle connections to accept).
+fn warn_if_few_file_descriptors(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return;
+        }
+        // rlim_t is not u64 on every platform.
+        #[allow(clippy::unnecessary_cast)]
+        let limit = lim.rlim_cur as u64;
+        // Room for the upstream connections, log files and the like.
+        let needed = max_connections as u64 + 128;
+        if lim.rlim_cur != libc::RLIM_INFINITY && limit < needed {
+            tracing::warn!(
+                open_files_limit = limit,
+                max_connections,
+                "the open files limit (ulimit -n) is below --web.max-connections + 128; \
+                 raise it or lower --web.max-connections"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = max_connections;
 }
 
 fn spawn_sighup(app: Arc<App>) {
@@ -242,6 +340,40 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn web_flag_defaults_are_the_web_layer_defaults() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            web: WebFlags,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from(["x"]).unwrap();
+        let got = cli.web.server_options(None);
+        assert_eq!(got.limits, tibiot_web::Limits::default());
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "x",
+            "--web.max-connections=64",
+            "--web.max-connections-per-client=0",
+            "--web.read-header-timeout=5s",
+            "--web.idle-timeout=1m30s",
+        ])
+        .unwrap();
+        let l = cli.web.server_options(None).limits;
+        assert_eq!((l.max_connections, l.max_connections_per_client), (64, 0));
+        assert_eq!(l.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(l.idle_timeout, Duration::from_secs(90));
+        for bad in [
+            "--web.max-connections=0",
+            "--web.idle-timeout=0s",
+            "--web.idle-timeout=3",
+        ] {
+            assert!(
+                <Cli as clap::Parser>::try_parse_from(["x", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn listen_addresses() {

@@ -10,8 +10,8 @@ use base64::Engine;
 use proptest::prelude::*;
 use std::path::Path;
 use std::sync::LazyLock;
-use tibiot_web::auth::parse_basic;
-use tibiot_web::config::WebConfig;
+use tibiot_web::WebConfig;
+use tibiot_web::parse_basic;
 
 fn config(default_cases: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
@@ -132,7 +132,7 @@ proptest! {
             Err(e) => prop_assert!(!e.contains(&password), "password echoed: {e}"),
             Ok(c) => {
                 // accepted only as a hash bcrypt can check
-                let h = c.basic_auth_users.get(&user).expect("user kept");
+                let h = c.password_hash(&user).expect("user kept");
                 prop_assert!(bcrypt::verify("probe", h).is_ok(), "accepted a non-hash {h:?}");
             }
         }

@@ -7,8 +7,6 @@ mod web_support;
 
 use std::path::Path;
 use std::process::Command;
-use tibiot_web::WebConfig;
-use tibiot_web::guard::Active;
 use web_support::*;
 
 fn promtool_accepts(file: &Path) -> (bool, String) {
@@ -27,9 +25,7 @@ fn promtool_accepts(file: &Path) -> (bool, String) {
 }
 
 fn we_accept(file: &Path) -> Result<(), String> {
-    let cfg = WebConfig::load(file).map_err(|e| e.to_string())?;
-    Active::build(&cfg).map_err(|e| e.to_string())?;
-    Ok(())
+    tibiot_web::check_file(file).map_err(|e| e.to_string())
 }
 
 const TLS: &str = "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n";

@@ -38,6 +38,16 @@ CARD_RATIO_THRESHOLDS = thresholds((None, GREEN), (0.8, ORANGE), (0.9, RED))
 NEUTRAL = thresholds((None, BLUE))
 
 
+def by_pool(expr):
+    """One series per pool however many jobs scrape it (a /metrics and a /probe job, HA pairs)."""
+    return f"max by (account, pool) ({expr})"
+
+
+def by_card(expr):
+    """One series per card however many jobs scrape it."""
+    return f"max by (account, iccid) ({expr})"
+
+
 def target(expr, ref="A", legend="", instant=False, fmt=None):
     t = {"datasource": DS, "refId": ref, "expr": expr, "legendFormat": legend or "__auto"}
     if instant:
@@ -237,23 +247,25 @@ def pools_overview():
     )
     d.row("Totals")
     d.add("stat", "Pools", "Number of pools exported (tibiot_pool_info).",
-          [target(f"count(tibiot_pool_info{{{sel}}})", instant=True, fmt="time_series")], 4, 4)
-    d.add("stat", "Cards", "SIM cards bound to these pools (sum of tibiot_pool_cards).",
-          [target(f"sum(tibiot_pool_cards{{{sel}}})", instant=True, fmt="time_series")], 4, 4)
-    d.add("stat", "Data used", "Data used this cycle by all these pools, usage_billed pools included.",
-          [target(f"sum(tibiot_pool_used_bytes{{{sel}}})", instant=True, fmt="time_series")], 4, 4,
+          [target(f"count({by_pool(f'tibiot_pool_info{{{sel}}}')})", instant=True, fmt="time_series")], 4, 4)
+    d.add("stat", "Cards", "SIM cards bound to these pools (sum of tibiot_pool_cards, each pool counted once).",
+          [target(f"sum({by_pool(f'tibiot_pool_cards{{{sel}}}')})", instant=True, fmt="time_series")], 4, 4)
+    d.add("stat", "Data used", "Data used this cycle by all these pools, usage_billed pools included "
+          "(tibiot:pool_used_bytes: one series per pool).",
+          [target(f"sum({by_pool(f'tibiot:pool_used_bytes{{{sel}}}')})", instant=True, fmt="time_series")], 4, 4,
           unit="bytes")
     d.add("stat", "Capacity", "Total capacity of the pools that have one (usage_billed pools have none).",
-          [target(f"sum(tibiot_pool_capacity_bytes{{{sel}}})", instant=True, fmt="time_series")], 4, 4,
+          [target(f"sum({by_pool(f'tibiot:pool_capacity_bytes{{{sel}}}')})", instant=True, fmt="time_series")], 4, 4,
           unit="bytes")
     d.add("stat", "Pools ≥ 80% used",
           "Pools that used at least 80% of their capacity (tibiot:pool_usage_ratio); the "
           "TibiotPoolAlmostExhausted alert fires for them.",
-          [target(f"count(tibiot:pool_usage_ratio{{{sel}}} >= 0.8) or vector(0)", instant=True,
+          [target(f"count({by_pool(f'tibiot:pool_usage_ratio{{{sel}}}')} >= 0.8) or vector(0)", instant=True,
                   fmt="time_series")], 4, 4,
           th=thresholds((None, GREEN), (1, ORANGE)))
     d.add("stat", "Invalid pools", "Pools whose status is invalid (tibiot_pool_valid == 0).",
-          [target(f"count(tibiot_pool_valid{{{sel}}} == 0) or vector(0)", instant=True, fmt="time_series")],
+          [target(f"count({by_pool(f'tibiot_pool_valid{{{sel}}}')} == 0) or vector(0)", instant=True,
+                  fmt="time_series")],
           4, 4, th=thresholds((None, GREEN), (1, RED)))
 
     d.row("Pools")
@@ -263,19 +275,22 @@ def pools_overview():
     d.add(
         "table", "All pools",
         "One row per pool. Usage is used / capacity; days left are until the pool's end date "
-        "(unified_pay pools) and, at the usage growth of the last 6 hours, until it runs out "
-        "(tibiot:pool_exhaustion_seconds; Inf = not at this rate). Sizes in GiB (2^30 bytes). "
-        "Click a row for the pool's detail dashboard.",
+        "(unified_pay pools) and, at its burn rate, until it runs out "
+        "(tibiot:pool_exhaustion_seconds: the daily average, or the last 6 h / 1 h when usage "
+        "clearly accelerated; Inf = not growing; empty during a pool's first day). Sizes in GiB "
+        "(2^30 bytes). Click a row for the pool's detail dashboard.",
         [
-            target(f"tibiot_pool_info{{{sel}}}", "A", instant=True),
-            target(f"tibiot:pool_usage_ratio{{{sel}}} * 100", "B", instant=True),
-            target(f"tibiot_pool_used_bytes{{{sel}}} / 2^30", "C", instant=True),
-            target(f"tibiot_pool_capacity_bytes{{{sel}}} / 2^30", "D", instant=True),
-            target(f"tibiot_pool_cards{{{sel}}}", "E", instant=True),
-            target(f'label_replace(tibiot_pool_valid{{{sel}}} == 1, "status", "valid", "", "") '
-                   f'or label_replace(tibiot_pool_valid{{{sel}}} == 0, "status", "INVALID", "", "")', "F", instant=True),
-            target(f"tibiot:pool_end_seconds{{{sel}}} / 86400", "G", instant=True),
-            target(f"tibiot:pool_exhaustion_seconds{{{sel}}} / 86400", "H", instant=True),
+            target("max by (account, pool, name, name_en, type, billing_cycle_months, package, channel) "
+                   f"(tibiot_pool_info{{{sel}}})", "A", instant=True),
+            target(f"{by_pool(f'tibiot:pool_usage_ratio{{{sel}}}')} * 100", "B", instant=True),
+            target(f"{by_pool(f'tibiot:pool_used_bytes{{{sel}}}')} / 2^30", "C", instant=True),
+            target(f"{by_pool(f'tibiot:pool_capacity_bytes{{{sel}}}')} / 2^30", "D", instant=True),
+            target(by_pool(f"tibiot_pool_cards{{{sel}}}"), "E", instant=True),
+            target(f'label_replace({by_pool(f"tibiot_pool_valid{{{sel}}}")} == 1, "status", "valid", "", "") '
+                   f'or label_replace({by_pool(f"tibiot_pool_valid{{{sel}}}")} == 0, "status", "INVALID", "", "")',
+                   "F", instant=True),
+            target(f"{by_pool(f'tibiot:pool_end_seconds{{{sel}}}')} / 86400", "G", instant=True),
+            target(f"{by_pool(f'tibiot:pool_exhaustion_seconds{{{sel}}}')} / 86400", "H", instant=True),
         ],
         24, 11,
         unit="none", decimals=1, minv=0, maxv=100, th=NEUTRAL, links=[pool_link()],
@@ -305,27 +320,30 @@ def pools_overview():
         ],
     )
     d.add("bargauge", "Usage by pool", "Share of capacity used, highest first; orange from 80%, red from 95%.",
-          [target(f"sort_desc(tibiot:pool_usage_ratio{{{sel}}})", legend="{{account}} / {{pool}}", instant=True,
+          [target(f"sort_desc({by_pool(f'tibiot:pool_usage_ratio{{{sel}}}')})", legend="{{account}} / {{pool}}",
+                  instant=True,
                   fmt="time_series")],
           8, 10, unit="percentunit", th=RATIO_THRESHOLDS, minv=0, maxv=1,
           options={"orientation": "horizontal", "displayMode": "lcd", "showUnfilled": True,
                    "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}})
 
     d.add("timeseries", "Usage over time", "tibiot:pool_usage_ratio per pool; dashed lines at 80% and 95%.",
-          [target(f"tibiot:pool_usage_ratio{{{sel}}}", legend="{{account}} / {{pool}}")],
+          [target(by_pool(f"tibiot:pool_usage_ratio{{{sel}}}"), legend="{{account}} / {{pool}}")],
           16, 10, unit="percentunit", th=RATIO_THRESHOLDS, minv=0,
           custom=dict(TS_CUSTOM, thresholdsStyle={"mode": "dashed"}),
           options={"legend": {"displayMode": "table", "placement": "right", "calcs": ["lastNotNull"]},
                    "tooltip": {"mode": "multi", "sort": "desc"}})
     d.row("Trends")
-    d.add("timeseries", "Data used over time", "tibiot_pool_used_bytes per pool (drops to ~0 when a cycle starts).",
-          [target(f"tibiot_pool_used_bytes{{{sel}}}", legend="{{account}} / {{pool}}")],
+    d.add("timeseries", "Data used over time",
+          "tibiot:pool_used_bytes per pool (one series per pool; drops to ~0 when a cycle starts).",
+          [target(by_pool(f"tibiot:pool_used_bytes{{{sel}}}"), legend="{{account}} / {{pool}}")],
           12, 9, unit="bytes", custom=TS_CUSTOM,
           options=TS_OPTIONS)
-    d.add("timeseries", "Usage growth (1h)",
-          "How fast each pool's usage grows, from tibiot:pool_used_bytes:deriv1h (bytes per second, "
-          "IEC). Negative right after a cycle reset.",
-          [target(f"tibiot:pool_used_bytes:deriv1h{{{sel}}}", legend="{{account}} / {{pool}}")],
+    d.add("timeseries", "Burn rate",
+          "How fast each pool is used up, as the forecasts see it (tibiot:pool_used_bytes:burn_rate, "
+          "bytes per second, IEC): the daily average, or the rate of the last 6 h / 1 h when it is "
+          "well above the same hours yesterday. A cycle reset does not make it negative.",
+          [target(by_pool(f"tibiot:pool_used_bytes:burn_rate{{{sel}}}"), legend="{{account}} / {{pool}}")],
           12, 9, unit="binBps", custom=TS_CUSTOM,
           options=TS_OPTIONS)
     return d
@@ -345,41 +363,48 @@ def pool_detail():
         time_from="now-7d",
     )
     d.add("table", "Pool", "Static facts of the pool from tibiot_pool_info.",
-          [target(f"tibiot_pool_info{{{sel}}}", instant=True)], 24, 3,
+          [target("max by (account, pool, name, name_en, type, billing_cycle_months, package, channel) "
+                  f"(tibiot_pool_info{{{sel}}})", instant=True)], 24, 3,
           options={"showHeader": True, "cellHeight": "sm"},
           transformations=[table_organize(hide=["Value"], rename={
               "account": "Account", "pool": "Pool", "name": "Name", "name_en": "Name (en)", "type": "Type",
               "billing_cycle_months": "Cycle (months)", "package": "Package", "channel": "Channel"})])
     d.add("gauge", "Usage", "Share of the capacity used this cycle (tibiot:pool_usage_ratio). Empty for usage_billed pools.",
-          [target(f"tibiot:pool_usage_ratio{{{sel}}}", instant=True, fmt="time_series")], 4, 5,
+          [target(by_pool(f"tibiot:pool_usage_ratio{{{sel}}}"), instant=True, fmt="time_series")], 4, 5,
           unit="percentunit", th=RATIO_THRESHOLDS, minv=0, maxv=1, no_value="no capacity",
           options={"showThresholdMarkers": True, "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}})
     d.add("stat", "Used", "Data used this cycle (tibiot_pool_used_bytes).",
-          [target(f"tibiot_pool_used_bytes{{{sel}}}", instant=True, fmt="time_series")], 4, 5, unit="bytes")
+          [target(by_pool(f"tibiot:pool_used_bytes{{{sel}}}"), instant=True, fmt="time_series")], 4, 5, unit="bytes")
     d.add("stat", "Capacity", "Capacity of the pool (tibiot_pool_capacity_bytes); none for usage_billed pools.",
-          [target(f"tibiot_pool_capacity_bytes{{{sel}}}", instant=True, fmt="time_series")], 4, 5, unit="bytes",
+          [target(by_pool(f"tibiot:pool_capacity_bytes{{{sel}}}"), instant=True, fmt="time_series")], 4, 5,
+          unit="bytes",
           no_value="none")
     d.add("stat", "Status", "tibiot_pool_valid: valid or invalid.",
-          [target(f"tibiot_pool_valid{{{sel}}}", instant=True, fmt="time_series")], 3, 5,
+          [target(by_pool(f"tibiot_pool_valid{{{sel}}}"), instant=True, fmt="time_series")], 3, 5,
           mappings=VALID_MAPPING, th=thresholds((None, RED), (1, GREEN)))
     d.add("stat", "End date in", "Time until the pool's end date (tibiot:pool_end_seconds, unified_pay pools only).",
-          [target(f"tibiot:pool_end_seconds{{{sel}}}", instant=True, fmt="time_series")], 4, 5, unit="s",
+          [target(by_pool(f"tibiot:pool_end_seconds{{{sel}}}"), instant=True, fmt="time_series")], 4, 5, unit="s",
           th=thresholds((None, RED), (0, ORANGE), (604800, GREEN)), no_value="no end date")
     d.add("stat", "Runs out in",
-          "Forecast: time until the capacity is used up at the growth rate of the last 6 hours "
-          "(tibiot:pool_exhaustion_seconds).",
-          [target(f"tibiot:pool_exhaustion_seconds{{{sel}}}", instant=True, fmt="time_series")], 5, 5, unit="s",
-          mappings=NEVER_MAPPING, th=thresholds((None, RED), (86400, ORANGE), (604800, GREEN)), no_value="no capacity")
+          "Forecast: time until the capacity is used up at the pool's burn rate "
+          "(tibiot:pool_exhaustion_seconds; the burn rate is the daily average, or the last 6 h / 1 h "
+          "when usage clearly accelerated). 'not growing' = +Inf; empty for a full pool that no "
+          "longer grows and during a pool's first day.",
+          [target(by_pool(f"tibiot:pool_exhaustion_seconds{{{sel}}}"), instant=True, fmt="time_series")], 5, 5,
+          unit="s", mappings=NEVER_MAPPING, th=thresholds((None, RED), (86400, ORANGE), (172800, GREEN)),
+          no_value="n/a")
 
     d.add("timeseries", "Used vs capacity, with forecast",
-          "Used bytes against capacity. 'in 24h' is predict_linear over 6 hours, 24 hours ahead: "
-          "when it crosses the capacity the pool runs out within a day. 'at end date' extends the "
-          "6h growth (tibiot:pool_used_bytes:deriv6h) to the pool's end date (unified_pay only).",
-          [target(f"tibiot_pool_used_bytes{{{sel}}}", "A", "used"),
-           target(f"tibiot_pool_capacity_bytes{{{sel}}}", "B", "capacity"),
-           target(f"predict_linear(tibiot_pool_used_bytes{{{sel}}}[6h], 86400)", "C", "forecast: used in 24h"),
-           target(f"tibiot_pool_used_bytes{{{sel}}} + clamp_min(tibiot:pool_used_bytes:deriv6h{{{sel}}}, 0) "
-                  f"* clamp_min(tibiot:pool_end_seconds{{{sel}}}, 0)", "D", "forecast: used at end date")],
+          "Used bytes against capacity. 'in 24 h' adds a day at the burn rate "
+          "(tibiot:pool_used_bytes:burn_rate): when it crosses the capacity the pool runs out within a "
+          "day. 'at end date' adds the daily average (tibiot:pool_used_bytes:rate1d) up to the pool's "
+          "end date (unified_pay only): above the capacity, TibiotPoolExhaustionBeforeCycleEnd fires.",
+          [target(by_pool(f"tibiot:pool_used_bytes{{{sel}}}"), "A", "used"),
+           target(by_pool(f"tibiot:pool_capacity_bytes{{{sel}}}"), "B", "capacity"),
+           target(f"{by_pool(f'tibiot:pool_used_bytes{{{sel}}}')} "
+                  f"+ 86400 * {by_pool(f'tibiot:pool_used_bytes:burn_rate{{{sel}}}')}", "C", "forecast: used in 24h"),
+           target(f"{by_pool(f'tibiot:pool_used_bytes{{{sel}}}')} + {by_pool(f'tibiot:pool_used_bytes:rate1d{{{sel}}}')} "
+                  f"* clamp_min({by_pool(f'tibiot:pool_end_seconds{{{sel}}}')}, 0)", "D", "forecast: used at end date")],
           16, 10, unit="bytes", custom=TS_CUSTOM,
           options=TS_OPTIONS_UNSORTED,
           overrides=[override("capacity", {"color": {"mode": "fixed", "fixedColor": RED}, "custom.lineStyle": {"fill": "dash", "dash": [10, 10]}}),
@@ -388,7 +413,8 @@ def pool_detail():
                      override("forecast: used at end date", {"color": {"mode": "fixed", "fixedColor": YELLOW},
                                                              "custom.lineStyle": {"fill": "dot", "dash": [0, 10]}})])
     d.add("piechart", "Cards by status", "Cards bound to the pool by card status (tibiot_pool_status_cards).",
-          [target(f"tibiot_pool_status_cards{{{sel}}}", legend="{{status}}", instant=True, fmt="time_series")],
+          [target(f"max by (account, pool, status) (tibiot_pool_status_cards{{{sel}}})", legend="{{status}}",
+                  instant=True, fmt="time_series")],
           8, 10, unit="none",
           options={"pieType": "donut", "legend": {"displayMode": "table", "placement": "right", "values": ["value"]},
                    "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}})
@@ -396,23 +422,29 @@ def pool_detail():
     d.add("barchart", "Daily usage, last 30 days",
           "Pool day usage from the API (tibiot_pool_daily_usage_bytes{date}, API calendar), one bar a "
           "day. An instant query: it shows the whole window from the first scrape on.",
-          [target(f"tibiot_pool_daily_usage_bytes{{{sel}}}", instant=True)], 12, 9, unit="bytes",
+          [target(f"max by (account, pool, date) (tibiot_pool_daily_usage_bytes{{{sel}}})", instant=True)], 12, 9,
+          unit="bytes",
           options=dict(HISTORY_BARS, xField="date"),
           transformations=[table_organize(hide=["account", "pool"], order=["date", "Value"]),
                            {"id": "sortBy", "options": {"sort": [{"field": "date", "desc": False}]}}])
     d.add("barchart", "Monthly usage, last 12 months",
           "Pool month usage from the API (tibiot_pool_monthly_usage_bytes{month}), one bar a month.",
-          [target(f"tibiot_pool_monthly_usage_bytes{{{sel}}}", instant=True)], 12, 9, unit="bytes",
+          [target(f"max by (account, pool, month) (tibiot_pool_monthly_usage_bytes{{{sel}}})", instant=True)], 12, 9,
+          unit="bytes",
           options=dict(HISTORY_BARS, xField="month"),
           transformations=[table_organize(hide=["account", "pool"], order=["month", "Value"]),
                            {"id": "sortBy", "options": {"sort": [{"field": "month", "desc": False}]}}])
-    d.add("timeseries", "Usage growth", "tibiot:pool_used_bytes:deriv1h and deriv6h: bytes per second (IEC).",
-          [target(f"tibiot:pool_used_bytes:deriv1h{{{sel}}}", "A", "1h"),
-           target(f"tibiot:pool_used_bytes:deriv6h{{{sel}}}", "B", "6h")],
+    d.add("timeseries", "Usage growth",
+          "Growth of the pool's usage in bytes per second (IEC) over the last hour and the last day "
+          "(tibiot:pool_used_bytes:rate1h, :rate1d), and the burn rate the forecasts use "
+          "(tibiot:pool_used_bytes:burn_rate). A cycle reset does not make them negative.",
+          [target(by_pool(f"tibiot:pool_used_bytes:rate1h{{{sel}}}"), "A", "last hour"),
+           target(by_pool(f"tibiot:pool_used_bytes:rate1d{{{sel}}}"), "B", "last day"),
+           target(by_pool(f"tibiot:pool_used_bytes:burn_rate{{{sel}}}"), "C", "burn rate")],
           12, 8, unit="binBps", custom=TS_CUSTOM,
           options=TS_OPTIONS_UNSORTED)
     d.add("timeseries", "Cards by status over time", "tibiot_pool_status_cards per status.",
-          [target(f"tibiot_pool_status_cards{{{sel}}}", legend="{{status}}")],
+          [target(f"max by (account, pool, status) (tibiot_pool_status_cards{{{sel}}})", legend="{{status}}")],
           12, 8, unit="none", custom=dict(TS_CUSTOM, stacking={"mode": "normal", "group": "A"}),
           options=TS_OPTIONS)
     return d
@@ -423,42 +455,66 @@ def cards():
     sel = 'account=~"$account", iccid=~"$iccid"'
     d = Dashboard(
         "tibiot-cards", "TIBIOT / Cards",
-        "TIBIOT SIM cards: who uses the most data, who is near their own cap, statuses and status changes.",
+        "TIBIOT SIM cards: who burns data fastest now, who uses the most, who is near their own cap, "
+        "statuses and status changes.",
         [ds_var(),
          query_var("account", "Account", "label_values(tibiot_card_info, account)", description="TIBIOT account"),
          query_var("iccid", "ICCID", 'label_values(tibiot_card_info{account=~"$account"}, iccid)',
                    description="Card ICCIDs")],
     )
     d.add("stat", "Cards", "Cards exported (tibiot_card_info).",
-          [target(f"count(tibiot_card_info{{{sel}}})", instant=True, fmt="time_series")], 6, 4)
+          [target(f"count({by_card(f'tibiot_card_info{{{sel}}}')})", instant=True, fmt="time_series")], 6, 4)
     d.add("stat", "Abnormal cards", "Cards whose status is abnormal (tibiot_card_status{status=\"abnormal\"} == 1).",
-          [target(f'count(tibiot_card_status{{{sel}, status="abnormal"}} == 1) or vector(0)', instant=True,
+          [target("count(" + by_card(f'tibiot_card_status{{{sel}, status="abnormal"}}') + " == 1) or vector(0)",
+                  instant=True,
                   fmt="time_series")], 6, 4, th=thresholds((None, GREEN), (1, RED)))
     d.add("stat", "Cards ≥ 90% of their cap", "Cards that used at least 90% of their own cap (tibiot:card_usage_ratio).",
-          [target(f"count(tibiot:card_usage_ratio{{{sel}}} >= 0.9) or vector(0)", instant=True, fmt="time_series")],
+          [target(f"count({by_card(f'tibiot:card_usage_ratio{{{sel}}}')} >= 0.9) or vector(0)", instant=True,
+                  fmt="time_series")],
           6, 4, th=thresholds((None, GREEN), (1, ORANGE)))
-    d.add("stat", "Cycle usage, all cards", "Sum of tibiot_card_cycle_usage_bytes.",
-          [target(f"sum(tibiot_card_cycle_usage_bytes{{{sel}}})", instant=True, fmt="time_series")], 6, 4,
+    d.add("stat", "Cycle usage, all cards", "Sum of tibiot_card_cycle_usage_bytes, each card counted once.",
+          [target(f"sum({by_card(f'tibiot_card_cycle_usage_bytes{{{sel}}}')})", instant=True, fmt="time_series")], 6, 4,
           unit="bytes")
 
+    d.add("bargauge", "Cards burning data fastest now",
+          "The 20 cards that used the most data in the last hour, as a rate (tibiot:card_month_usage_bytes:rate1h, "
+          "bytes per second, IEC). A card far above its own normal is a runaway candidate: see the "
+          "next panel and TibiotCardRunaway.",
+          [target(f"topk(20, {by_card(f'tibiot:card_month_usage_bytes:rate1h{{{sel}}}')})", legend="{{iccid}}",
+                  instant=True, fmt="time_series")], 12, 12, unit="binBps", th=NEUTRAL,
+          options={"orientation": "horizontal", "displayMode": "gradient", "showUnfilled": True,
+                   "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}})
+    d.add("bargauge", "Cards furthest above their normal",
+          "Last hour's rate / the card's normal (its average over the 3 days that ended a day ago, "
+          "tibiot:card_month_usage_bytes:normal_rate), the 20 highest. Orange from 3x (a firing "
+          "TibiotCardRunaway stays above it), red from 6x (where it can start). Cards with less than "
+          "4 days of data have no normal and are not listed.",
+          [target(f"topk(20, {by_card(f'tibiot:card_month_usage_bytes:rate1h{{{sel}}}')} "
+                  f"/ {by_card(f'tibiot:card_month_usage_bytes:normal_rate{{{sel}}} > 0')})",
+                  legend="{{iccid}}", instant=True, fmt="time_series")], 12, 12, unit="none", decimals=1,
+          th=thresholds((None, GREEN), (3, ORANGE), (6, RED)),
+          options={"orientation": "horizontal", "displayMode": "lcd", "showUnfilled": True,
+                   "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}})
+
     d.add("bargauge", "Top cards by cycle usage", "The 20 cards that used the most data this cycle.",
-          [target(f"topk(20, tibiot_card_cycle_usage_bytes{{{sel}}})", legend="{{iccid}}", instant=True,
+          [target(f"topk(20, {by_card(f'tibiot_card_cycle_usage_bytes{{{sel}}}')})", legend="{{iccid}}", instant=True,
                   fmt="time_series")], 12, 12, unit="bytes", th=NEUTRAL,
           options={"orientation": "horizontal", "displayMode": "gradient", "showUnfilled": True,
                    "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}})
     d.add("bargauge", "Cards nearest their cap",
           "The 20 cards with the highest cycle usage / own cap (tibiot:card_usage_ratio); cards "
           "billed by usage have no cap and are not listed. TibiotCardNearCap fires at 90%.",
-          [target(f"topk(20, tibiot:card_usage_ratio{{{sel}}})", legend="{{iccid}}", instant=True,
+          [target(f"topk(20, {by_card(f'tibiot:card_usage_ratio{{{sel}}}')})", legend="{{iccid}}", instant=True,
                   fmt="time_series")], 12, 12, unit="percentunit", th=CARD_RATIO_THRESHOLDS, minv=0, maxv=1,
           options={"orientation": "horizontal", "displayMode": "lcd", "showUnfilled": True,
                    "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}})
 
     d.add("table", "Card status",
           "Current status of every card (tibiot_card_status == 1) with its identifiers from tibiot_card_info.",
-          [target(f"(tibiot_card_status{{{sel}}} == 1) "
-                  "* on (job, instance, account, iccid) group_left (msisdn, imsi, imei, apn, billing_method) "
-                  f"tibiot_card_info{{{sel}}}", instant=True)],
+          [target(f"(max by (account, iccid, status) (tibiot_card_status{{{sel}}}) == 1) "
+                  "* on (account, iccid) group_left (msisdn, imsi, imei, apn, billing_method) "
+                  f"max by (account, iccid, msisdn, imsi, imei, apn, billing_method) (tibiot_card_info{{{sel}}})",
+                  instant=True)],
           12, 10, options={"showHeader": True, "cellHeight": "sm",
                            "sortBy": [{"displayName": "Status", "desc": False}]},
           transformations=[table_organize(hide=["Value"], rename={
@@ -468,7 +524,8 @@ def cards():
     d.add("table", "Status changes in the time range",
           "How many times each card changed status in the selected time range: every change flips "
           "one status series 1→0 and another 0→1, hence changes(tibiot_card_status) / 2. Busiest first.",
-          [target(f"topk(20, sum by (account, iccid) (changes(tibiot_card_status{{{sel}}}[$__range])) / 2)",
+          [target(f"topk(20, max by (account, iccid) (sum by (job, instance, account, iccid) "
+                  f"(changes(tibiot_card_status{{{sel}}}[$__range]))) / 2)",
                   instant=True)],
           12, 10, th=thresholds((None, GREEN), (1, ORANGE)),
           options={"showHeader": True, "cellHeight": "sm", "sortBy": [{"displayName": "Changes", "desc": True}]},
@@ -476,24 +533,27 @@ def cards():
           transformations=[table_organize(rename={"account": "Account", "iccid": "ICCID", "Value": "Changes"})],
           overrides=[override("Changes", {"custom.cellOptions": {"type": "color-text"}})])
     d.add("timeseries", "Cards by status", "Number of cards in each status over time.",
-          [target(f"count by (status) (tibiot_card_status{{{sel}}} == 1)", legend="{{status}}")],
+          [target(f"count by (status) (max by (account, iccid, status) (tibiot_card_status{{{sel}}}) == 1)",
+                  legend="{{status}}")],
           12, 8, unit="none", custom=dict(TS_CUSTOM, stacking={"mode": "normal", "group": "A"}),
           options=TS_OPTIONS)
     d.add("timeseries", "Month usage of the top cards", "tibiot_card_month_usage_bytes of the 10 biggest users.",
-          [target(f"topk(10, tibiot_card_month_usage_bytes{{{sel}}})", legend="{{iccid}}")],
+          [target(f"topk(10, {by_card(f'tibiot:card_month_usage_bytes{{{sel}}}')})", legend="{{iccid}}")],
           12, 8, unit="bytes", custom=TS_CUSTOM,
           options=TS_OPTIONS)
     d.add("barchart", "Daily usage of the selected cards",
           "Sum of the card day usage from the API (tibiot_card_daily_usage_bytes{date}) over the "
           "selected cards, one bar a day. Needs collect.history.card_days > 0 (default 0: empty).",
-          [target(f"sum by (date) (tibiot_card_daily_usage_bytes{{{sel}}})", instant=True)], 12, 8, unit="bytes",
+          [target(f"sum by (date) (max by (account, iccid, date) (tibiot_card_daily_usage_bytes{{{sel}}}))",
+                  instant=True)], 12, 8, unit="bytes",
           options=dict(HISTORY_BARS, xField="date"),
           transformations=[table_organize(order=["date", "Value"]),
                            {"id": "sortBy", "options": {"sort": [{"field": "date", "desc": False}]}}])
     d.add("barchart", "Monthly usage of the selected cards",
           "Sum of the card month usage (tibiot_card_monthly_usage_bytes{month}) over the selected "
           "cards, one bar a month. Needs collect.history.card_months > 0 (default 0: empty).",
-          [target(f"sum by (month) (tibiot_card_monthly_usage_bytes{{{sel}}})", instant=True)], 12, 8, unit="bytes",
+          [target(f"sum by (month) (max by (account, iccid, month) (tibiot_card_monthly_usage_bytes{{{sel}}}))",
+                  instant=True)], 12, 8, unit="bytes",
           options=dict(HISTORY_BARS, xField="month"),
           transformations=[table_organize(order=["month", "Value"]),
                            {"id": "sortBy", "options": {"sort": [{"field": "month", "desc": False}]}}])

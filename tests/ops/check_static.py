@@ -4,6 +4,8 @@ the deploy files and the runbook. Offline; needs python3 (jsonschema, pyyaml) an
 
     tests/ops/check_static.py [--schema PATH]
 
+The Grafana dashboard JSON Schema is tests/ops/schemas/grafana-dashboard.schema.json.
+
 Prints one line per check and `N passed, M failed`; exits 1 on any failure.
 """
 import argparse
@@ -20,12 +22,12 @@ import jsonschema
 import yaml
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-# A JSON Schema of Grafana dashboard JSON, kept beside this script.
-SCHEMA = os.path.join(ROOT, "tests", "ops", "grafana-dashboard.schema.json")
+SCHEMA = os.path.join(ROOT, "tests", "ops", "schemas", "grafana-dashboard.schema.json")
 DASH_DIR = os.path.join(ROOT, "grafana", "dashboards")
 RULES = os.path.join(ROOT, "deploy", "prometheus", "rules", "tibiot.rules.yml")
 RULES_TEST = os.path.join(ROOT, "deploy", "prometheus", "rules", "tibiot.rules.test.yml")
 PROM_CFG = os.path.join(ROOT, "deploy", "prometheus", "prometheus.yml")
+PROM_PROBE_CFG = os.path.join(ROOT, "deploy", "prometheus", "prometheus-probe.yml")
 RUNBOOK = os.path.join(ROOT, "docs", "runbook.md")
 DEPLOY_DOC = os.path.join(ROOT, "docs", "deploy.md")
 
@@ -37,8 +39,9 @@ EXPECTED_UIDS = {
 }
 DS_REF = {"type": "prometheus", "uid": "${datasource}"}
 
-# docs/metrics.md: the only tibiot_* names a query may use (histogram series included)
-PRODUCT_METRICS = {
+# The metric families the exporter serves (docs/metrics.md): the only tibiot_* names a query
+# may use (histogram series included)
+EXPORTER_METRICS = {
     "tibiot_pool_info", "tibiot_pool_used_bytes", "tibiot_pool_capacity_bytes", "tibiot_pool_cards",
     "tibiot_pool_status_cards", "tibiot_pool_valid", "tibiot_pool_start_timestamp_seconds",
     "tibiot_pool_end_timestamp_seconds", "tibiot_pool_created_timestamp_seconds",
@@ -76,9 +79,9 @@ def rel(p):
     return os.path.relpath(p, ROOT)
 
 
-def run(argv, cwd=ROOT, stdout_only=False):
+def run(argv, cwd=ROOT, stdout_only=False, timeout=120):
     try:
-        p = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120)
+        p = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError as e:
         return 127, str(e)
     return p.returncode, (p.stdout if stdout_only else p.stdout + p.stderr).strip()
@@ -144,7 +147,7 @@ def check_dashboards(c, schema_path, recorded):
 
     files = sorted(glob.glob(os.path.join(DASH_DIR, "*.json")))
     uids = {}
-    known = PRODUCT_METRICS | OTHER_METRICS | recorded
+    known = EXPORTER_METRICS | OTHER_METRICS | recorded
     n_panels = n_targets = 0
     for path in files:
         name = os.path.basename(path)
@@ -234,12 +237,13 @@ def iter_panels(panels):
 def check_rules(c, rules):
     code, out = run(["promtool", "check", "rules", RULES])
     c.check(code == 0, "promtool check rules deploy/prometheus/rules/tibiot.rules.yml", out.splitlines()[-1] if out else "")
-    code, out = run(["promtool", "test", "rules", os.path.basename(RULES_TEST)], cwd=os.path.dirname(RULES_TEST))
+    # day-long series, minute by minute: a few minutes on a busy machine
+    code, out = run(["promtool", "test", "rules", os.path.basename(RULES_TEST)], cwd=os.path.dirname(RULES_TEST), timeout=1200)
     c.check(code == 0 and "SUCCESS" in out, "promtool test rules deploy/prometheus/rules/tibiot.rules.test.yml",
             out if code else "SUCCESS")
 
     recorded = recorded_names(rules)
-    known = PRODUCT_METRICS | OTHER_METRICS | recorded
+    known = EXPORTER_METRICS | OTHER_METRICS | recorded
     problems = []
     for g in rules["groups"]:
         for r in g["rules"]:
@@ -249,7 +253,7 @@ def check_rules(c, rules):
             bad = label_values_used(r["expr"], "outcome") - API_OUTCOMES
             if bad:
                 problems.append(f"{r.get('alert') or r.get('record')}: unknown outcome {bad}")
-    c.check(not problems, "rules use only contract metrics and recorded series", "; ".join(problems))
+    c.check(not problems, "rules use only exporter metrics and recorded series", "; ".join(problems))
 
     alerts = alerts_of(rules)
     problems = []
@@ -310,9 +314,31 @@ def github_slug(heading):
 def check_prometheus_config(c):
     code, out = run(["promtool", "check", "config", rel(PROM_CFG)])
     c.check(code == 0, "promtool check config deploy/prometheus/prometheus.yml", out.splitlines()[-1] if out else "")
+    code, out = run(["promtool", "check", "config", rel(PROM_PROBE_CFG)])
+    c.check(code == 0, "promtool check config deploy/prometheus/prometheus-probe.yml", out.splitlines()[-1] if out else "")
+    # one series per pool: the default scrapes the exporter's /metrics once, and nothing else
+    with open(PROM_CFG, encoding="utf-8") as f:
+        cfg = yaml.safe_load(f)
+    jobs = cfg.get("scrape_configs", [])
+    c.check(len(jobs) == 1 and jobs[0]["job_name"].startswith("tibiot")
+            and jobs[0].get("metrics_path", "/metrics") == "/metrics" and "file_sd_configs" not in jobs[0],
+            "prometheus.yml scrapes every pool once: a single /metrics job",
+            f"{[(j['job_name'], j.get('metrics_path', '/metrics')) for j in jobs]}")
+    with open(PROM_PROBE_CFG, encoding="utf-8") as f:
+        pcfg = yaml.safe_load(f)
+    by_name = {j["job_name"]: j for j in pcfg.get("scrape_configs", [])}
+    self_job = by_name.get("tibiot", {})
+    drops = [r for r in self_job.get("metric_relabel_configs", []) if r.get("action") == "drop"
+             and r.get("source_labels") == ["__name__"] and re.fullmatch(r.get("regex", ""), "tibiot_pool_used_bytes")
+             and re.fullmatch(r.get("regex", ""), "tibiot_card_month_usage_bytes")
+             and not re.fullmatch(r.get("regex", ""), "tibiot_api_requests_total")]
+    c.check(set(by_name) == {"tibiot", "tibiot-probe"} and by_name["tibiot-probe"].get("metrics_path") == "/probe"
+            and bool(drops),
+            "prometheus-probe.yml: pools and cards from /probe only (the /metrics job drops tibiot_pool_*, "
+            "tibiot_card_*)", f"jobs {sorted(by_name)}")
     # file_sd answers at once; promtool waits for --timeout before printing in any case
-    code, out = run(["promtool", "check", "service-discovery", "--timeout=5s", os.path.basename(PROM_CFG), "tibiot-probe"],
-                    cwd=os.path.dirname(PROM_CFG), stdout_only=True)
+    code, out = run(["promtool", "check", "service-discovery", "--timeout=5s", os.path.basename(PROM_PROBE_CFG),
+                     "tibiot-probe"], cwd=os.path.dirname(PROM_PROBE_CFG), stdout_only=True)
     try:
         targets = json.loads(out[out.index("["):])
     except ValueError:
@@ -321,7 +347,7 @@ def check_prometheus_config(c):
     # ground truth from the target files themselves (promtool 2.42 prints discoveredLabels
     # that alias the relabelled ones, so they are not used)
     expected = {}
-    for path in sorted(glob.glob(os.path.join(os.path.dirname(PROM_CFG), "targets", "*.yml"))):
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(PROM_PROBE_CFG), "targets", "*.yml"))):
         for grp in load_yaml_all(path)[0]:
             lab = grp.get("labels", {})
             for code_ in grp["targets"]:
@@ -496,11 +522,21 @@ def check_alertmanager(c):
 
     used = set(walk(am["route"])) - {None}
     c.check(used <= receivers, "alertmanager routes name defined receivers", f"{used - receivers}")
-    c.check(any("severity=\"critical\"" in " ".join(i.get("source_matchers", [])) for i in am.get("inhibit_rules", [])),
-            "alertmanager inhibits warnings while the critical twin fires")
+    inhibit = am.get("inhibit_rules", [])
+    c.check(any(i.get("source_matchers") == ['severity="critical"'] and "alertname" in i.get("equal", [])
+                and {"account", "pool", "iccid"} <= set(i.get("equal", [])) for i in inhibit),
+            "alertmanager inhibits warnings while the critical twin (same alertname, pool or card) fires")
+    c.check(any("TibiotPoolExhaustionForecast" in " ".join(i.get("source_matchers", []))
+                and "TibiotPoolExhaustionBeforeCycleEnd" in " ".join(i.get("target_matchers", [])) for i in inhibit),
+            "alertmanager inhibits the end-date warning while a pool's exhaustion forecast fires")
     if shutil.which("amtool"):
         code, out = run(["amtool", "check-config", path])
-        c.check(code == 0, "amtool check-config deploy/alertmanager/alertmanager.yml", out[-300:])
+        c.check(code == 0, "amtool check-config deploy/alertmanager/alertmanager.yml", "" if code == 0 else out[-300:])
+        # the card guard gets TibiotCardRunaway by its name and labels, and the pager too
+        code, out = run(["amtool", "config", "routes", "test", f"--config.file={path}", "alertname=TibiotCardRunaway",
+                         "severity=critical", "account=main", "iccid=89860000000000000001"], stdout_only=True)
+        c.check(code == 0 and set(out.split(",")) == {"tibiot-guard", "pager"},
+                "alertmanager routes TibiotCardRunaway to the card guard and the pager", out)
 
 
 def check_container(c):
@@ -558,13 +594,28 @@ def check_systemd(c):
         c.check(not rest, "systemd-analyze verify deploy/systemd/tibiot-exporter.service", "; ".join(rest))
 
 
+def check_guard_unit(c):
+    """deploy/systemd/tibiotctl-guard.service: verified by systemd, state kept, reload by SIGHUP."""
+    path = os.path.join(ROOT, "deploy", "systemd", "tibiotctl-guard.service")
+    with open(path, encoding="utf-8") as f:
+        text = re.sub(r"\\\n\s*", " ", f.read())
+    for want in ("StateDirectory=tibiotctl-guard", "ExecReload=/bin/kill -HUP $MAINPID", "--guard.file=",
+                 "--web.config.file=", "DynamicUser=yes", "ProtectSystem=strict"):
+        c.check(want in text, f"guard unit has {want}")
+    if shutil.which("systemd-analyze"):
+        with tempfile.TemporaryDirectory() as tmp:
+            unit = os.path.join(tmp, "tibiotctl-guard.service")
+            shutil.copy(path, unit)
+            code, out = run(["systemd-analyze", "verify", unit])
+        rest = [l for l in out.splitlines() if l and "/usr/local/bin/tibiotctl is not executable" not in l]
+        c.check(not rest, "systemd-analyze verify deploy/systemd/tibiotctl-guard.service", "; ".join(rest))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--schema", default=os.environ.get("GRAFANA_DASHBOARD_SCHEMA"),
-                    help="grafana-dashboard.schema.json (default: tests/ops/grafana-dashboard.schema.json)")
+    ap.add_argument("--schema", default=os.environ.get("GRAFANA_DASHBOARD_SCHEMA") or SCHEMA,
+                    help="grafana-dashboard.schema.json (default: tests/ops/schemas/ in the repository)")
     args = ap.parse_args()
-    if not args.schema:
-        args.schema = SCHEMA
     if not shutil.which("promtool"):
         print("FAIL  promtool not found (apt-get install prometheus)")
         print("0 passed, 1 failed")
@@ -582,6 +633,7 @@ def main():
         ("alertmanager", lambda: check_alertmanager(c)),
         ("container", lambda: check_container(c)),
         ("systemd", lambda: check_systemd(c)),
+        ("guard unit", lambda: check_guard_unit(c)),
     ]
     for name, fn in sections:
         print(f"== {name}")

@@ -4,21 +4,30 @@
     tests/ops/e2e_dashboards.py target/release/tibiot-exporter [--prometheus /usr/bin/prometheus]
 
 1. starts `tibiot-exporter demo --web.listen-address=127.0.0.1:<free port>` (simulator + exporter);
-2. starts a real Prometheus on a free loopback port with a temporary TSDB, scraping the
-   exporter's /metrics every 2s (job "tibiot") and, through the very relabel_configs of
-   deploy/prometheus/prometheus.yml (addresses pointed at the test exporter), every demo pool and
-   card on /probe (job "tibiot-probe"), with rule_files = deploy/prometheus/rules/tibiot.rules.yml
-   evaluated every 2s;
-3. waits (bounded) for a few scrapes and rule evaluations;
-4. checks: every scrape target is up and built the right /probe URL; every rule evaluates
+2. writes five days of history for every demo pool and card into a fresh TSDB with
+   `promtool tsdb create-blocks-from openmetrics`: the series the rules read over hours and
+   days (pool usage, capacity, end date; card month usage), ending at the values the exporter
+   serves now and growing at each target's median daily usage from the exporter's own daily
+   history, so that growth rates, forecasts and card normals exist from the first evaluation;
+3. starts a real Prometheus on a free loopback port on that TSDB, scraping the exporter's
+   /metrics every 2s (job "tibiot", as deploy/prometheus/prometheus.yml) and, through the very
+   relabel_configs of deploy/prometheus/prometheus-probe.yml (addresses pointed at the test
+   exporter), every demo pool and card once more on /probe (job "tibiot-probe"): a second job
+   on purpose, which the rules and dashboards must absorb; rule_files =
+   deploy/prometheus/rules/tibiot.rules.yml evaluated every 2s;
+4. waits (bounded, polling) for scrapes, recorded series and alerts;
+5. checks: every scrape target is up and built the right /probe URL; every rule evaluates
    without error; every template variable of every dashboard has values; every query of every
    panel of every dashboard, with its variables substituted by real values, returns data
    (instant query) -- for every value of single-value variables such as the detail
-   dashboard's pool, unless it reads a series that only some pools have (capacity, end date); the most used pool (> 90% of its capacity) has TibiotPoolAlmostExhausted
-   pending or firing; the invalid pool has TibiotPoolInvalid; abnormal cards have
-   TibiotCardAbnormal and cards at >= 90% of their cap TibiotCardNearCap, and no card alert is
-   without such a reason; healthy pools (valid, < 80% used or without capacity) have no pool
-   alert, except a forecast/end-date alert that the raw data, queried independently, justify.
+   dashboard's pool, unless it reads a series that only some pools have (capacity, end date);
+   the overview's totals count each pool once despite the two jobs; each near-exhausted pool
+   (>= 80 % used) has each of its TibiotPoolAlmostExhausted alerts exactly once, and exactly
+   one left after the inhibitions of deploy/alertmanager/alertmanager.yml; the invalid pool has
+   TibiotPoolInvalid; abnormal cards have TibiotCardAbnormal and cards at >= 90% of their cap
+   TibiotCardNearCap, each once, and no card alert is without such a reason; no pool or card
+   alert carries job/instance; healthy pools have no pool alert, except a forecast/end-date
+   alert that the raw data, queried independently, justify; no card is flagged a runaway.
 
 Prints one line per check and ends with `N passed, M failed`; exits 1 on any failure, 2 when
 it cannot run at all. Child processes are always stopped; every wait is bounded.
@@ -44,7 +53,12 @@ import yaml
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DASHBOARDS = os.path.join(ROOT, "grafana", "dashboards")
 RULES = os.path.join(ROOT, "deploy", "prometheus", "rules", "tibiot.rules.yml")
-PROM_EXAMPLE = os.path.join(ROOT, "deploy", "prometheus", "prometheus.yml")
+PROM_DEFAULT = os.path.join(ROOT, "deploy", "prometheus", "prometheus.yml")
+PROM_PROBE = os.path.join(ROOT, "deploy", "prometheus", "prometheus-probe.yml")
+ALERTMANAGER = os.path.join(ROOT, "deploy", "alertmanager", "alertmanager.yml")
+
+HISTORY_DAYS = 5       # the card normal needs 4 days of data
+HISTORY_STEP = 300     # seconds between backfilled samples
 
 SCRAPE_INTERVAL = 2  # seconds
 # Grafana's built-in interval variables, as they would be at a 2s scrape interval and a
@@ -59,12 +73,14 @@ GRAFANA_BUILTINS = {
 }
 
 
-# Series that exist only for some pools or cards (docs/metrics.md: no capacity for usage_billed
-# pools or usage-billed cards, end dates only for unified_pay pools). A query that reads one of
-# them must return data for at least one variable combination; any other query for all.
+# Series that exist only for some pools or cards (docs/metrics.md: no capacity for
+# usage_billed pools or usage-billed cards, end dates only for unified_pay pools; no forecast
+# for a pool without capacity). A query that reads one of them must return data for at least
+# one variable combination; any other query for all.
 SOMETIMES_ABSENT = (
     "tibiot_pool_capacity_bytes", "tibiot_pool_start_timestamp_seconds", "tibiot_pool_end_timestamp_seconds",
-    "tibiot:pool_usage_ratio", "tibiot:pool_exhaustion_seconds", "tibiot:pool_end_seconds",
+    "tibiot:pool_capacity_bytes", "tibiot:pool_usage_ratio", "tibiot:pool_remaining_bytes",
+    "tibiot:pool_exhaustion_seconds", "tibiot:pool_end_seconds",
     "tibiot_card_capacity_bytes", "tibiot:card_usage_ratio",
 )
 
@@ -346,45 +362,69 @@ def check_dashboards(prom, report):
 
 
 # ---------------------------------------------------------------------------- alerts
+def parse_matcher(m):
+    name, op, value = re.fullmatch(r'\s*(\w+)\s*(=~|!~|!=|=)\s*"(.*)"\s*', m).groups()
+    if op == "=":
+        return lambda lab: lab.get(name, "") == value
+    if op == "!=":
+        return lambda lab: lab.get(name, "") != value
+    if op == "=~":
+        return lambda lab: re.fullmatch(value, lab.get(name, "")) is not None
+    return lambda lab: re.fullmatch(value, lab.get(name, "")) is None
+
+
+def after_inhibition(alerts, inhibit_rules):
+    """The alerts Alertmanager would still notify, given its inhibit_rules (pending counted as
+    firing: the test does not wait out every `for`)."""
+    rules = [([parse_matcher(m) for m in r.get("source_matchers", [])],
+              [parse_matcher(m) for m in r.get("target_matchers", [])], r.get("equal", [])) for r in inhibit_rules]
+    kept = []
+    for t in alerts:
+        tl = t["labels"]
+        muted = any(all(m(tl) for m in tgt) and any(
+            s is not t and all(m(s["labels"]) for m in src)
+            and all(s["labels"].get(e, "") == tl.get(e, "") for e in equal) for s in alerts)
+            for src, tgt, equal in rules)
+        if not muted:
+            kept.append(t)
+    return kept
+
+
 def check_alerts(prom, report, wait_s):
-    # ground truth from the raw metrics, independent of the recording rules
-    ratios = {(s["metric"]["account"], s["metric"]["pool"], s["metric"].get("job")): float(s["value"][1])
-              for s in prom.vector("tibiot_pool_used_bytes / tibiot_pool_capacity_bytes")}
-    valid = {(s["metric"]["account"], s["metric"]["pool"], s["metric"].get("job")): float(s["value"][1])
-             for s in prom.vector("tibiot_pool_valid")}
-    pools = set(valid) | {(s["metric"]["account"], s["metric"]["pool"], s["metric"].get("job"))
-                          for s in prom.vector("tibiot_pool_used_bytes")}
-    if not report.check(bool(ratios), "pools with a capacity exist", f"{len(ratios)} pool series with a capacity"):
+    # ground truth from the raw series of the /metrics job, independent of the recording rules
+    def by_key(expr, key="pool"):
+        return {(s["metric"]["account"], s["metric"][key]): float(s["value"][1]) for s in prom.vector(expr)}
+
+    ratios = by_key('tibiot_pool_used_bytes{job="tibiot"} / (tibiot_pool_capacity_bytes{job="tibiot"} > 0)')
+    valid = by_key('tibiot_pool_valid{job="tibiot"}')
+    pools = set(valid) | set(by_key('tibiot_pool_used_bytes{job="tibiot"}'))
+    if not report.check(bool(ratios), "pools with a capacity exist", f"{len(ratios)} pools with a capacity"):
         return
     hot_key = max(ratios, key=ratios.get)
-    hot = ratios[hot_key]
-    report.check(hot > 0.9, "the most used pool is above 90% of its capacity",
-                 f"{hot_key[0]}/{hot_key[1]} (job {hot_key[2]}) at {hot:.4f}")
+    report.check(ratios[hot_key] > 0.9, "the most used pool is above 90% of its capacity",
+                 f"{hot_key[0]}/{hot_key[1]} at {ratios[hot_key]:.4f}")
     expected = [("TibiotPoolAlmostExhausted", k, "warning") for k, r in ratios.items() if r >= 0.8]
     expected += [("TibiotPoolAlmostExhausted", k, "critical") for k, r in ratios.items() if r >= 0.95]
     expected += [("TibiotPoolInvalid", k, "warning") for k, v in valid.items() if v == 0]
-    abnormal = [(s["metric"]["account"], s["metric"]["iccid"], s["metric"].get("job"))
-                for s in prom.vector('tibiot_card_status{status="abnormal"} == 1')]
-    card_ratio = {(s["metric"]["account"], s["metric"]["iccid"], s["metric"].get("job")): float(s["value"][1])
-                  for s in prom.vector("tibiot_card_cycle_usage_bytes / tibiot_card_capacity_bytes")}
+    abnormal = set(by_key('tibiot_card_status{job="tibiot", status="abnormal"} == 1', "iccid"))
+    card_ratio = by_key('tibiot_card_cycle_usage_bytes{job="tibiot"} / (tibiot_card_capacity_bytes{job="tibiot"} > 0)',
+                        "iccid")
     expected_cards = [("TibiotCardAbnormal", k) for k in abnormal]
     expected_cards += [("TibiotCardNearCap", k) for k, r in card_ratio.items() if r >= 0.9]
-    report.info(f"pools: {len(pools)} series; expected pool alerts: {len(expected)}; abnormal cards: {len(abnormal)}; "
+    report.info(f"pools: {len(pools)}; expected pool alerts: {len(expected)}; abnormal cards: {len(abnormal)}; "
                 f"cards >= 90% of their cap: {sum(r >= 0.9 for r in card_ratio.values())}")
     report.check(any(v == 0 for v in valid.values()), "the demo has an invalid pool (tibiot_pool_valid == 0)")
 
     def active():
         return [a for a in prom.api("/api/v1/alerts")["alerts"] if a.get("state") in ("pending", "firing")]
 
-    def pool_key(a):
-        lab = a["labels"]
-        return (lab.get("account"), lab.get("pool"), lab.get("job"))
+    def key_of(a, key):
+        return (a["labels"].get("account"), a["labels"].get(key))
 
     def have_all():
         alerts = active()
-        got = {(a["labels"]["alertname"], pool_key(a), a["labels"].get("severity")) for a in alerts}
-        got_cards = {(a["labels"]["alertname"], (a["labels"].get("account"), a["labels"].get("iccid"),
-                                                 a["labels"].get("job"))) for a in alerts}
+        got = {(a["labels"]["alertname"], key_of(a, "pool"), a["labels"].get("severity")) for a in alerts}
+        got_cards = {(a["labels"]["alertname"], key_of(a, "iccid")) for a in alerts}
         if all(e in got for e in expected) and all(e in got_cards for e in expected_cards):
             return alerts
         return None
@@ -393,66 +433,109 @@ def check_alerts(prom, report, wait_s):
         alerts = wait_until("the expected alerts to be pending or firing", have_all, wait_s, interval=1)
     except Fatal:
         alerts = active()
-    got = {(a["labels"]["alertname"], pool_key(a), a["labels"].get("severity")): a["state"] for a in alerts}
+
+    # each expected alert exactly once: no second series, no second job, no job/instance label
     for name, key, sev in expected:
-        st = got.get((name, key, sev))
-        report.check(st is not None, f"alert {name} ({sev}) for pool {key[0]}/{key[1]} job {key[2]}",
-                     f"state {st}" if st else f"not pending/firing; usage {ratios.get(key)}, valid {valid.get(key)}")
-    got_cards = {(a["labels"]["alertname"], (a["labels"].get("account"), a["labels"].get("iccid"),
-                                             a["labels"].get("job"))): a["state"] for a in alerts}
+        mine = [a for a in alerts if a["labels"]["alertname"] == name and key_of(a, "pool") == key
+                and a["labels"].get("severity") == sev]
+        report.check(len(mine) == 1, f"alert {name} ({sev}) for pool {key[0]}/{key[1]} exactly once",
+                     f"{len(mine)} alerts: {[a['state'] for a in mine]}; usage {ratios.get(key)}, valid {valid.get(key)}")
     for name, key in expected_cards:
-        st = got_cards.get((name, key))
-        report.check(st is not None, f"alert {name} for card {key[1]} job {key[2]}",
-                     f"state {st}" if st else "not pending/firing")
+        mine = [a for a in alerts if a["labels"]["alertname"] == name and key_of(a, "iccid") == key]
+        report.check(len(mine) == 1, f"alert {name} for card {key[1]} exactly once",
+                     f"{len(mine)} alerts: {[a['state'] for a in mine]}")
+    scoped = [a for a in alerts if "pool" in a["labels"] or "iccid" in a["labels"]]
+    with_job = [a["labels"]["alertname"] for a in scoped if "job" in a["labels"] or "instance" in a["labels"]]
+    report.check(bool(scoped) and not with_job, "pool and card alerts carry no job/instance (one per pool or card)",
+                 f"with job/instance: {with_job[:5]}")
+
+    # what Alertmanager notifies: one TibiotPoolAlmostExhausted per near-exhausted pool
+    with open(ALERTMANAGER, encoding="utf-8") as f:
+        inhibit_rules = yaml.safe_load(f).get("inhibit_rules", [])
+    notified = after_inhibition(alerts, inhibit_rules)
+    for key in sorted({k for _, k, _ in expected if ratios.get(k, 0) >= 0.8}):
+        mine = [a["labels"].get("severity") for a in notified
+                if a["labels"]["alertname"] == "TibiotPoolAlmostExhausted" and key_of(a, "pool") == key]
+        want = "critical" if ratios[key] >= 0.95 else "warning"
+        report.check(mine == [want], f"near-exhausted pool {key[0]}/{key[1]} is notified exactly once "
+                     f"(TibiotPoolAlmostExhausted {want}, after the shipped inhibitions)", f"notified: {mine}")
 
     # card alerts only where the raw data say so (usage only grows within a cycle, so a card
     # measured >= 90% now may have been alerted on a moment ago, never the other way round)
     for a in alerts:
         lab = a["labels"]
-        key = (lab.get("account"), lab.get("iccid"), lab.get("job"))
+        key = key_of(a, "iccid")
         if lab["alertname"] == "TibiotCardNearCap":
-            report.check(card_ratio.get(key, 0.0) >= 0.9 * 0.999, f"TibiotCardNearCap for card {key[1]} job {key[2]} "
+            report.check(card_ratio.get(key, 0.0) >= 0.9 * 0.999, f"TibiotCardNearCap for card {key[1]} "
                          f"is justified by its usage", f"usage/cap {card_ratio.get(key)}")
         elif lab["alertname"] == "TibiotCardAbnormal":
-            report.check(key in abnormal, f"TibiotCardAbnormal for card {key[1]} job {key[2]} is justified by its status")
+            report.check(key in abnormal, f"TibiotCardAbnormal for card {key[1]} is justified by its status")
+    runaways = [key_of(a, "iccid")[1] for a in alerts if a["labels"]["alertname"] == "TibiotCardRunaway"]
+    report.check(not runaways, "no demo card is flagged a runaway (their usage follows their history)",
+                 f"flagged: {runaways}")
 
-    # healthy pools: valid and below 80% (or without capacity) -> no usage/validity alert.
-    # A forecast alert on such a pool is only acceptable when the raw data, computed here
-    # independently of the recording rules, do forecast exhaustion within 24h / before the end
-    # date (10% margin for the time between the rule evaluation and this query).
+    # healthy pools: valid and below 80% (or without capacity) -> no usage/validity alert. A
+    # forecast alert on such a pool is only acceptable when the raw data, computed here from the
+    # /metrics job's samples independently of the recording rules, say it runs out within 4 days
+    # at its daily average (the longest any forecast alert may keep firing for), or before the
+    # end date for the end-date warning.
     healthy = {k for k in pools if valid.get(k, 1) == 1 and ratios.get(k, 0.0) < 0.8}
-    report.check(bool(healthy), "the demo has healthy pools", f"{len(healthy)} pool series")
-    end_left = {(s["metric"]["account"], s["metric"]["pool"], s["metric"].get("job")): float(s["value"][1])
-                for s in prom.vector("tibiot_pool_end_timestamp_seconds - time()")}
-    forecast = {(s["metric"]["account"], s["metric"]["pool"], s["metric"].get("job")): float(s["value"][1])
-                for s in prom.vector("(tibiot_pool_capacity_bytes - tibiot_pool_used_bytes)"
-                                     " / (deriv(tibiot_pool_used_bytes[6h]) > 0)")}
+    report.check(bool(healthy), "the demo has healthy pools", f"{len(healthy)} pools")
+    end_left = by_key('tibiot_pool_end_timestamp_seconds{job="tibiot"} - time()')
+    daily = by_key('(tibiot_pool_capacity_bytes{job="tibiot"} - tibiot_pool_used_bytes{job="tibiot"}) / '
+                   '(clamp_min(tibiot_pool_used_bytes{job="tibiot"} - tibiot_pool_used_bytes{job="tibiot"} offset 1d, 0)'
+                   ' / 86400)')
 
     def justified(a, key):
         name, inf = a["labels"]["alertname"], float("inf")
         if name == "TibiotPoolExhaustionForecast":
-            return forecast.get(key, inf) < 1.1 * 86400
+            return daily.get(key, inf) < 4 * 86400 * 1.1
         if name == "TibiotPoolExhaustionBeforeCycleEnd":
-            return forecast.get(key, inf) < 1.1 * end_left.get(key, -inf)
+            return daily.get(key, inf) < 1.1 * end_left.get(key, -inf)
         if name == "TibiotPoolEndDateNear":
             return end_left.get(key, inf) < 1.1 * 7 * 86400
         return name == "TibiotPoolAbnormalCardsIncreasing"  # about cards, not the pool's usage
 
     for key in sorted(healthy, key=str):
-        mine = [a for a in alerts if pool_key(a) == key]
+        mine = [a for a in alerts if key_of(a, "pool") == key]
         bad = [f"{a['labels']['alertname']}({a['state']})" for a in mine if not justified(a, key)]
         ok_ones = [f"{a['labels']['alertname']}({a['state']})" for a in mine if justified(a, key)]
         detail = f"usage {ratios.get(key, 'n/a (no capacity)')}"
-        if key in forecast:
-            detail += f", raw forecast {forecast[key] / 3600:.1f}h"
+        if key in daily:
+            detail += f", runs out in {daily[key] / 86400:.1f} days at its daily average"
         if ok_ones:
             detail += "; justified by the data: " + ", ".join(ok_ones)
-        report.check(not bad, f"healthy pool {key[0]}/{key[1]} job {key[2]} has no unjustified pool alert",
+        report.check(not bad, f"healthy pool {key[0]}/{key[1]} has no unjustified pool alert",
                      ("unexpected: " + ", ".join(bad) + "; " + detail) if bad else detail)
     report.info("all pending/firing alerts: " + (", ".join(sorted(
         f"{a['labels']['alertname']}[{a['labels'].get('severity')}]"
         f"{{{a['labels'].get('pool') or a['labels'].get('iccid') or a['labels'].get('instance', '')}}}={a['state']}"
         for a in alerts)) or "none"))
+
+
+def check_totals(prom, report, pools):
+    """The overview's totals, with every variable at All, count each pool once although two jobs
+    scrape every pool."""
+    with open(os.path.join(DASHBOARDS, "tibiot-pools.json"), encoding="utf-8") as f:
+        dash = json.load(f)
+    exprs = {p.get("title"): p["targets"][0]["expr"] for p in iter_panels(dash["panels"]) if p.get("targets")}
+    every = {"account": ".*", "pool": ".*"}
+    n_pools = sum(len(v) for v in pools.values())
+    raw = prom.vector("count(tibiot_pool_info)")
+    report.check(raw and float(raw[0]["value"][1]) == 2 * n_pools, "every pool is scraped by two jobs here",
+                 f"{raw[0]['value'][1] if raw else 0} tibiot_pool_info series for {n_pools} pools")
+    truth = {
+        "Pools": float(n_pools),
+        "Cards": sum(float(s["value"][1]) for s in prom.vector('tibiot_pool_cards{job="tibiot"}')),
+        "Capacity": sum(float(s["value"][1]) for s in prom.vector('tibiot_pool_capacity_bytes{job="tibiot"}')),
+        "Data used": sum(float(s["value"][1]) for s in prom.vector('tibiot_pool_used_bytes{job="tibiot"}')),
+    }
+    for title, want in truth.items():
+        res = prom.vector(substitute(exprs[title], every))
+        got = float(res[0]["value"][1]) if res else None
+        # usage grows between the two queries: 1% slack for the byte totals
+        ok = got is not None and abs(got - want) <= (0.01 * want if title == "Data used" else 0.5)
+        report.check(ok, f"[Pools overview] {title!r} counts each pool once", f"{got} vs {want} from one job")
 
 
 # ---------------------------------------------------------------------------- setup
@@ -468,10 +551,68 @@ def exporter_targets(metrics_text):
     return pools, cards
 
 
+def samples_of(metrics_text, name):
+    """[(labels, value)] of one metric family in the exposition text."""
+    out = []
+    for m in re.finditer(r"^" + re.escape(name) + r"\{([^}]*)\} (\S+)$", metrics_text, re.M):
+        out.append((dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(1))), float(m.group(2))))
+    return out
+
+
+def median_daily(metrics_text, family, key):
+    """Median usage of the last 7 closed days per (account, target), bytes a day."""
+    days = {}
+    for lab, v in samples_of(metrics_text, family):
+        days.setdefault((lab["account"], lab[key]), {})[lab["date"]] = v
+    out = {}
+    for k, by_date in days.items():
+        closed = [by_date[d] for d in sorted(by_date)[:-1]][-7:]  # the last date is today, still running
+        if closed:
+            closed.sort()
+            out[k] = closed[len(closed) // 2]
+    return out
+
+
+def write_history(workdir, metrics_text, instance, now):
+    """OpenMetrics backfill of HISTORY_DAYS for the series the rules read over days, for the
+    /metrics job's labels; ends HISTORY_STEP before `now` at the values served now. Returns its
+    path and the number of series."""
+    pool_rate = median_daily(metrics_text, "tibiot_pool_daily_usage_bytes", "pool")
+    card_rate = median_daily(metrics_text, "tibiot_card_daily_usage_bytes", "iccid")
+    times = [now - HISTORY_DAYS * 86400 + i * HISTORY_STEP
+             for i in range(int(HISTORY_DAYS * 86400 / HISTORY_STEP))]
+    lines, n = [], 0
+    for family, key, rates, grows in (
+            ("tibiot_pool_used_bytes", "pool", pool_rate, True),
+            ("tibiot_pool_capacity_bytes", "pool", {}, False),
+            ("tibiot_pool_end_timestamp_seconds", "pool", {}, False),
+            ("tibiot_card_month_usage_bytes", "iccid", card_rate, True)):
+        lines.append(f"# TYPE {family} gauge")
+        for lab, value in samples_of(metrics_text, family):
+            n += 1
+            per_s = rates.get((lab["account"], lab[key]), 0.0) / 86400 if grows else 0.0
+            labels = dict(lab, job="tibiot", instance=instance)
+            ls = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+            # growing back in time until 0: before that, the previous month / billing cycle, which
+            # ended at 30 days of usage (the rules must take the reset in their stride)
+            reset = now - value / per_s if per_s > 0 else float("-inf")
+            for t in times:
+                v = value - per_s * (now - t) if t >= reset else per_s * (30 * 86400 - (reset - t))
+                lines.append(f"{family}{{{ls}}} {v:.0f} {t:.3f}")
+    lines.append("# EOF")
+    path = os.path.join(workdir, "history.om")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return path, n
+
+
 def prometheus_config(workdir, exporter_addr, pools, cards):
-    with open(PROM_EXAMPLE, encoding="utf-8") as f:
-        example = yaml.safe_load(f)
-    probe = next(j for j in example["scrape_configs"] if j["job_name"] == "tibiot-probe")
+    with open(PROM_DEFAULT, encoding="utf-8") as f:
+        default = yaml.safe_load(f)
+    with open(PROM_PROBE, encoding="utf-8") as f:
+        alternative = yaml.safe_load(f)
+    metrics_job = next(j for j in default["scrape_configs"] if j["job_name"] == "tibiot")
+    probe = next(j for j in alternative["scrape_configs"] if j["job_name"] == "tibiot-probe")
     relabel = []
     for r in probe["relabel_configs"]:
         r = dict(r)
@@ -491,7 +632,9 @@ def prometheus_config(workdir, exporter_addr, pools, cards):
                    "evaluation_interval": f"{SCRAPE_INTERVAL}s"},
         "rule_files": [RULES],
         "scrape_configs": [
-            {"job_name": "tibiot", "static_configs": [{"targets": [exporter_addr]}]},
+            # the shipped default job, pointed at the test exporter
+            dict(metrics_job, static_configs=[{"targets": [exporter_addr]}]),
+            # and a second job on the same pools and cards: the shipped /probe relabelling
             {"job_name": "tibiot-probe", "metrics_path": "/probe", "scrape_interval": f"{SCRAPE_INTERVAL}s",
              "scrape_timeout": timeout,
              "file_sd_configs": [{"files": [os.path.join(workdir, "targets", "*.yml")]}],
@@ -547,8 +690,8 @@ def main():
     ap = argparse.ArgumentParser(description="End-to-end check of dashboards and alerts against a real Prometheus")
     ap.add_argument("binary", help="path to the built tibiot-exporter binary")
     ap.add_argument("--prometheus", default=shutil.which("prometheus") or "/usr/bin/prometheus")
-    ap.add_argument("--settle", type=float, default=20.0,
-                    help="seconds of scraping to wait for once data flows (rates need several samples)")
+    ap.add_argument("--scrapes", type=int, default=8,
+                    help="scrapes of /metrics to wait for before checking (rates over the live part need a few)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, TSDB)")
     args = ap.parse_args()
 
@@ -577,32 +720,46 @@ def main():
         report.ok("exporter demo is up and serves pools", f"{sum(map(len, pools.values()))} pools, "
                   f"{sum(map(len, cards.values()))} cards, accounts {sorted(set(pools) | set(cards))}")
 
+        # history: days of usage for the rules' day-long windows, written as TSDB blocks
+        tsdb = os.path.join(workdir, "tsdb")
+        history, n_series = write_history(workdir, metrics_text, exporter_addr, time.time() - HISTORY_STEP)
+        promtool = os.path.join(os.path.dirname(os.path.realpath(args.prometheus)), "promtool")
+        promtool = promtool if os.access(promtool, os.X_OK) else (shutil.which("promtool") or "promtool")
+        backfill = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", history, tsdb],
+                                  capture_output=True, text=True, timeout=600)
+        if backfill.returncode != 0:
+            raise Fatal(f"promtool tsdb create-blocks-from openmetrics failed:\n{backfill.stdout[-2000:]}"
+                        f"{backfill.stderr[-2000:]}")
+        report.ok("history written into the TSDB", f"{n_series} series, {HISTORY_DAYS} days every {HISTORY_STEP}s")
+
         prom_port = free_port()
         cfg = prometheus_config(workdir, exporter_addr, pools, cards)
         prometheus = Child("prometheus", [
-            args.prometheus, f"--config.file={cfg}", f"--storage.tsdb.path={os.path.join(workdir, 'tsdb')}",
-            f"--web.listen-address=127.0.0.1:{prom_port}", "--storage.tsdb.retention.time=1h", "--log.level=warn",
+            args.prometheus, f"--config.file={cfg}", f"--storage.tsdb.path={tsdb}",
+            f"--web.listen-address=127.0.0.1:{prom_port}", "--storage.tsdb.retention.time=30d", "--log.level=warn",
         ], workdir)
         children.append(prometheus)
         prom = Prom(f"http://127.0.0.1:{prom_port}")
-        wait_until("Prometheus to be ready", lambda: http_get(f"{prom.base}/-/ready")[0] == 200, 30,
+        wait_until("Prometheus to be ready", lambda: http_get(f"{prom.base}/-/ready")[0] == 200, 120,
                    procs=[prometheus])
         report.ok("prometheus started", f"{prom.base}, config {cfg}")
 
         # data flows: both jobs scraped, recording rules evaluated
         wait_until("pool metrics in Prometheus",
-                   lambda: prom.vector('count(tibiot_pool_info{job="tibiot"})'), 30, interval=1,
+                   lambda: prom.vector('count(tibiot_pool_info{job="tibiot"})'), 60, interval=1,
                    procs=children)
-        wait_until("recording rules to produce data",
-                   lambda: prom.vector("tibiot:pool_usage_ratio") and prom.vector("tibiot:api_requests:rate5m"),
-                   30, interval=1, procs=children)
-        # several scrapes so that rate()/deriv()/changes() have samples to work on
-        settle_end = time.monotonic() + args.settle
-        while time.monotonic() < settle_end:
-            for c in children:
-                if c.proc.poll() is not None:
-                    raise Fatal(f"{c.name} exited with status {c.proc.returncode}\n{c.tail()}")
-            time.sleep(1)
+        # the backfilled history is visible: yesterday's usage of every pool
+        wait_until("the history to be queryable",
+                   lambda: prom.vector('count(last_over_time(tibiot_pool_used_bytes{job="tibiot"}[10m] offset 1d))'),
+                   120, interval=1, procs=children)
+        # several scrapes and evaluations: the live part of the windows, rate()s, the forecasts,
+        # the card normals (which need the 4-day-old history)
+        wait_until(f"{args.scrapes} scrapes of /metrics and the recorded series",
+                   lambda: (prom.vector(f'count_over_time(up{{job="tibiot"}}[5m]) >= {args.scrapes}')
+                            and prom.vector("tibiot:pool_usage_ratio") and prom.vector("tibiot:api_requests:rate5m")
+                            and prom.vector("tibiot:pool_exhaustion_seconds")
+                            and prom.vector("tibiot:card_month_usage_bytes:normal_rate > 0")),
+                   180, interval=1, procs=children)
         samples = prom.vector('count_over_time(up{job="tibiot"}[5m])')
         report.info(f"{samples[0]['value'][1] if samples else 0} scrapes of /metrics after "
                     f"{time.monotonic() - t_start:.0f}s")
@@ -610,7 +767,8 @@ def main():
         check_targets(prom, report, exporter_addr, pools, cards)
         check_rule_health(prom, report)
         check_dashboards(prom, report)
-        check_alerts(prom, report, wait_s=20)
+        check_totals(prom, report, pools)
+        check_alerts(prom, report, wait_s=120)
     except Fatal as e:
         report.fail("the end-to-end run could go on", str(e))
         for c in children:

@@ -12,7 +12,7 @@ use rcgen::{
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tibiot_web::server::StatsHandle;
+use tibiot_web::StatsHandle;
 use tibiot_web::{Limits, ServerOptions, WebServer};
 use tokio::sync::oneshot;
 

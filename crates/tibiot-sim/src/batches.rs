@@ -7,6 +7,7 @@
 //! the batch status served.
 
 use crate::world::World;
+use chrono::{DateTime, Utc};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -116,8 +117,9 @@ impl Batches {
         code
     }
 
-    /// Applies the status changes of every card whose operation is done by now.
-    pub fn settle(&self, world: &World) {
+    /// Applies the status changes of every card whose operation is done by now; `now` is the
+    /// world time they are recorded at (a runaway card stops using data when switched off).
+    pub fn settle(&self, world: &World, now: DateTime<Utc>) {
         let mut inner = self.lock();
         if inner.unsettled.is_empty() {
             return;
@@ -137,7 +139,7 @@ impl Batches {
                 }
                 if elapsed >= self.final_after(k) {
                     if !item.fails {
-                        world.set_card_status(item.card, if b.switch_on { 8 } else { 4 });
+                        world.switch_card(item.card, b.switch_on, now);
                     }
                     item.applied = true;
                 } else {
@@ -149,8 +151,8 @@ impl Batches {
     }
 
     /// The per-card state of a batch, or `None` for an unknown code.
-    pub fn status(&self, world: &World, code: &str) -> Option<Vec<ItemState>> {
-        self.settle(world);
+    pub fn status(&self, world: &World, code: &str, now: DateTime<Utc>) -> Option<Vec<ItemState>> {
+        self.settle(world, now);
         let inner = self.lock();
         let b = inner.batches.get(code)?;
         let elapsed = b.created.elapsed();
@@ -205,7 +207,7 @@ mod tests {
         assert_eq!(w.card_status(0), 8);
         let start = Instant::now();
         loop {
-            let s = b.status(&w, &code).unwrap();
+            let s = b.status(&w, &code, Utc::now()).unwrap();
             if s.iter().all(|i| i.state >= 3) {
                 assert_eq!(s[0].state, 3);
                 assert_eq!(s[1].state, 4);
@@ -216,6 +218,6 @@ mod tests {
         }
         assert_eq!(w.card_status(0), 4);
         assert_eq!(w.card_status(6), 99);
-        assert!(b.status(&w, "nope").is_none());
+        assert!(b.status(&w, "nope", Utc::now()).is_none());
     }
 }

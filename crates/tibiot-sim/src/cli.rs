@@ -93,6 +93,58 @@ pub struct SimulateArgs {
     /// One step of a network-operation batch.
     #[arg(long = "batch-step", value_parser = parse_duration, default_value = "400ms")]
     pub batch_step: Duration,
+    /// Runaway cards and the world clock's speed.
+    #[command(flatten)]
+    pub knobs: Box<TimeKnobs>,
+}
+
+/// `simulate` flags for time-compressed end-to-end tests (boxed: `SimulateArgs` sits in the
+/// exporter's command enum).
+#[derive(Debug, Clone, Args)]
+pub struct TimeKnobs {
+    /// A card (ICCID) that runs away: it uses --runaway-factor × its normal daily usage on top
+    /// of it until switched off (repeatable).
+    #[arg(long = "runaway-card", value_name = "ICCID")]
+    pub runaway_cards: Vec<String>,
+    /// World time after the start at which the runaway cards start (e.g. 25h, to give
+    /// Prometheus a day of normal history first).
+    #[arg(long = "runaway-after", value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub runaway_after: Duration,
+    /// How many times its normal daily usage a runaway card adds.
+    #[arg(long = "runaway-factor", value_name = "N", value_parser = parse_factor, default_value_t = 100.0)]
+    pub runaway_factor: f64,
+    /// The world clock runs this many times faster than real time (for time-compressed
+    /// tests: 60 makes an hour pass in a minute).
+    #[arg(long = "clock-speed", value_name = "N", value_parser = parse_speed, default_value_t = 1.0)]
+    pub clock_speed: f64,
+    /// World time at the start, RFC 3339 (default: real time), e.g. to keep a test away from a
+    /// month start.
+    #[arg(long = "clock-start", value_name = "TIME", value_parser = parse_time)]
+    pub clock_start: Option<chrono::DateTime<chrono::Utc>>,
+    /// Serve `POST /-/clock?at=RFC3339` (freeze the world clock there) and
+    /// `POST /-/clock?resume`, unauthenticated, to read the world at chosen times.
+    #[arg(long = "clock-control")]
+    pub clock_control: bool,
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{e} (e.g. 2026-03-10T00:00:00+08:00)"))
+}
+
+fn parse_factor(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=1_000_000.0).contains(&v) => Ok(v),
+        _ => Err("must be a number from 0 to 1000000".into()),
+    }
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.001..=100_000.0).contains(&v) => Ok(v),
+        _ => Err("must be a number from 0.001 to 100000".into()),
+    }
 }
 
 impl SimulateArgs {
@@ -111,6 +163,12 @@ impl SimulateArgs {
             slow_targets: self.slow_targets.clone(),
             slow_delay: self.slow_delay,
             path_prefix: self.path_prefix.clone(),
+            runaway_cards: self.knobs.runaway_cards.clone(),
+            runaway_factor: self.knobs.runaway_factor,
+            runaway_after: self.knobs.runaway_after,
+            clock_speed: self.knobs.clock_speed,
+            clock_start: self.knobs.clock_start,
+            clock_control: self.knobs.clock_control,
             ..SimOptions::default()
         }
     }
@@ -167,6 +225,10 @@ pub fn run(args: SimulateArgs) -> ExitCode {
     rt.block_on(async move {
         let sim = match SimHandle::start(args.options(), args.listen).await {
             Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
             Err(e) => {
                 eprintln!("error: cannot listen on {}: {e}", args.listen);
                 return ExitCode::from(1);
@@ -188,11 +250,13 @@ pub fn run(args: SimulateArgs) -> ExitCode {
             }
         }
         eprintln!(
-            "simulator serving {} pools and {} cards on http://{} (auth: {}); Ctrl-C to stop",
+            "simulator serving {} pools and {} cards on http://{} (auth: {}, clock speed {}, runaway cards: {}); Ctrl-C to stop",
             sim.pools().len(),
             sim.cards().len(),
             sim.addr(),
-            if args.no_auth { "none" } else { "hmac-sha256" }
+            if args.no_auth { "none" } else { "hmac-sha256" },
+            args.knobs.clock_speed,
+            args.knobs.runaway_cards.len(),
         );
         stop.await;
         sim.shutdown().await;

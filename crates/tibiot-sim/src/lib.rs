@@ -72,6 +72,20 @@ pub struct SimOptions {
     pub path_prefix: String,
     /// The API calendar (default `+08:00`).
     pub calendar: ApiCalendar,
+    /// Cards (ICCIDs) that run away from the start: `runaway_factor` × their normal daily
+    /// usage on top of it, until the network operation switches them off.
+    pub runaway_cards: Vec<String>,
+    pub runaway_factor: f64,
+    /// World time after the start at which the runaway cards start running away.
+    pub runaway_after: Duration,
+    /// The world clock runs this many times faster than real time (1 = real time).
+    pub clock_speed: f64,
+    /// World time at the start (`None`: real time).
+    pub clock_start: Option<DateTime<Utc>>,
+    /// Serve `POST /-/clock?at=RFC3339` (freeze the world clock there) and
+    /// `POST /-/clock?resume` (let it run again), unauthenticated: for tests that read the
+    /// world at chosen times. Off by default.
+    pub clock_control: bool,
 }
 
 impl Default for SimOptions {
@@ -92,6 +106,12 @@ impl Default for SimOptions {
             faults: Vec::new(),
             path_prefix: String::new(),
             calendar: ApiCalendar::default(),
+            runaway_cards: Vec::new(),
+            runaway_factor: 100.0,
+            runaway_after: Duration::ZERO,
+            clock_speed: 1.0,
+            clock_start: None,
+            clock_control: false,
         }
     }
 }
@@ -107,6 +127,7 @@ pub struct SimState {
     pub(crate) batches: batches::Batches,
     pub(crate) latency: Duration,
     pub(crate) prefix: String,
+    pub(crate) clock_control: bool,
     pub(crate) trace_salt: u64,
     pub(crate) trace_counter: AtomicU64,
 }
@@ -154,9 +175,28 @@ impl SimHandle {
                 "path_prefix must start with '/'",
             ));
         }
+        let clock = clock::WorldClock::default();
+        if let Some(at) = opts.clock_start {
+            clock.freeze(Some(at));
+            clock.resume();
+        }
+        clock.set_speed(opts.clock_speed);
+        let mut world = world::World::generate(opts.seed, opts.pools, opts.cards, opts.calendar);
+        for iccid in &opts.runaway_cards {
+            let Some(i) = world.card_idx(iccid) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("runaway card {iccid:?} is not a card of the simulator"),
+                ));
+            };
+            let after = chrono::Duration::from_std(opts.runaway_after)
+                .unwrap_or(chrono::Duration::MAX)
+                .min(chrono::Duration::days(3650));
+            world = world.with_runaway(i, clock.now() + after, opts.runaway_factor);
+        }
         let state = Arc::new(SimState {
-            world: world::World::generate(opts.seed, opts.pools, opts.cards, opts.calendar),
-            clock: clock::WorldClock::default(),
+            world,
+            clock,
             verifier: opts.auth.then(|| {
                 auth::Verifier::new(app_key.clone(), SecretString::from(app_secret.clone()))
             }),
@@ -171,6 +211,7 @@ impl SimHandle {
             batches: batches::Batches::new(opts.batch_step),
             latency: opts.latency,
             prefix,
+            clock_control: opts.clock_control,
             trace_salt: rand::rng().next_u64(),
             trace_counter: AtomicU64::new(1),
         });
@@ -244,14 +285,14 @@ impl SimHandle {
     /// The pool detail the endpoint serves now.
     pub fn pool_detail(&self, code: &str) -> Option<PoolDetail> {
         let i = self.state.world.pool_idx(code)?;
-        self.state.batches.settle(&self.state.world);
+        self.state.batches.settle(&self.state.world, self.now());
         Some(self.state.world.pool_detail(i, self.now()))
     }
 
     /// The card detail the endpoint serves now.
     pub fn card_detail(&self, iccid: &str) -> Option<CardDetail> {
         let i = self.state.world.card_idx(iccid)?;
-        self.state.batches.settle(&self.state.world);
+        self.state.batches.settle(&self.state.world, self.now());
         Some(self.state.world.card_detail(i, self.now()))
     }
 
@@ -281,7 +322,10 @@ impl SimHandle {
 
     /// The batch status the endpoint serves now.
     pub fn batch_status(&self, batch_code: &str) -> Option<Vec<BatchCardStatus>> {
-        let items = self.state.batches.status(&self.state.world, batch_code)?;
+        let items = self
+            .state
+            .batches
+            .status(&self.state.world, batch_code, self.now())?;
         Some(
             items
                 .into_iter()
@@ -325,6 +369,11 @@ impl SimHandle {
     /// Back to real time.
     pub fn reset_clock(&self) {
         self.state.clock.reset();
+    }
+
+    /// Runs the world clock `speed` times faster than real time from now on.
+    pub fn set_clock_speed(&self, speed: f64) {
+        self.state.clock.set_speed(speed);
     }
 
     // ---- faults ----

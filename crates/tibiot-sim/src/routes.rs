@@ -141,6 +141,9 @@ impl SimState {
 pub async fn handle(state: &SimState, req: Request<Body>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
+    if state.clock_control && path == "/-/clock" {
+        return clock_control(state, &parts.method, parts.uri.query());
+    }
     let rel = path.strip_prefix(state.prefix.as_str()).unwrap_or("");
     let Some(ep) = Endpoint::from_path(rel) else {
         return state.envelope(StatusCode::NOT_FOUND, 404, "no such endpoint");
@@ -317,7 +320,7 @@ fn answer(
     match ep {
         Endpoint::PoolDetail => {
             let i = pool(q)?;
-            state.batches.settle(world);
+            state.batches.settle(world, state.clock.now());
             to_value(serde_json::to_value(world.pool_detail(i, now)))
         }
         Endpoint::PoolMonthUsage => {
@@ -338,7 +341,7 @@ fn answer(
             let code = required(q, "batchCode")?;
             let items = state
                 .batches
-                .status(world, code)
+                .status(world, code, now)
                 .ok_or_else(|| (CODE_NOT_FOUND, format!("batch {code:?} not found")))?;
             Ok(Value::Array(
                 items
@@ -355,7 +358,7 @@ fn answer(
         }
         Endpoint::CardDetail => {
             let i = card(q)?;
-            state.batches.settle(world);
+            state.batches.settle(world, state.clock.now());
             to_value(serde_json::to_value(world.card_detail(i, now)))
         }
         Endpoint::CardMonthUsage => {
@@ -378,6 +381,32 @@ fn answer(
         }
         Endpoint::CardNetwork => network(state, body),
     }
+}
+
+/// `POST /-/clock?at=RFC3339` freezes the world clock at that time, `POST /-/clock?resume`
+/// lets it run again; both answer `{"now": RFC3339}`. Only with `clock_control`.
+fn clock_control(state: &SimState, method: &Method, query: Option<&str>) -> Response<Body> {
+    if method != Method::POST {
+        return state.envelope(StatusCode::METHOD_NOT_ALLOWED, 405, "/-/clock expects POST");
+    }
+    let q = decode_query(query).unwrap_or_default();
+    if let Some(at) = param(&q, "at") {
+        match chrono::DateTime::parse_from_rfc3339(at) {
+            Ok(t) => state.clock.freeze(Some(t.with_timezone(&chrono::Utc))),
+            Err(_) => {
+                return state.envelope(StatusCode::BAD_REQUEST, 400, "at must be RFC 3339");
+            }
+        }
+    } else if q.iter().any(|(k, _)| k == "resume") {
+        state.clock.resume();
+    } else {
+        return state.envelope(StatusCode::BAD_REQUEST, 400, "give at=RFC3339 or resume");
+    }
+    let now = state
+        .clock
+        .now()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    json_response(StatusCode::OK, json!({ "now": now }).to_string())
 }
 
 /// `POST /api/v1/card/operation/network`.
@@ -403,7 +432,7 @@ fn network(state: &SimState, body: &[u8]) -> Result<Value, BizError> {
             iccids.len()
         )));
     }
-    state.batches.settle(world);
+    state.batches.settle(world, state.clock.now());
     let mut accepted: Vec<(usize, bool)> = Vec::new();
     let mut errors = Vec::new();
     for item in iccids {

@@ -11,13 +11,18 @@
 //! - pool `POOL-0001` is "hot": 90.5 % of its capacity is used at 00:00 of the first day of
 //!   each month and the rest of the month stays below 100 %;
 //! - pool usage before `rawAddTime` is zero; cards that start silent, shut down, protected or
-//!   in liquidation never use data.
+//!   in liquidation never use data;
+//! - a *runaway* card ([`World::with_runaway`]) uses, on top of its normal usage, `factor` ×
+//!   its normal daily usage (at least 50 MB a day) spread evenly over world time from the
+//!   moment it ran away until the network operation switches it off (again from when it is
+//!   switched back on). Its pool's usage is not changed.
 //!
 //! Generation is O(pools + cards) and every answer is O(days in the cycle), so 200 pools and
 //! 10,000 cards cost next to nothing.
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, NaiveDateTime, Utc};
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 use tibiot_api::calendar::{ApiCalendar, Month};
 use tibiot_api::{CardDetail, CardStatusCount, EpiConfig, PackageInfo, PoolDetail, PoolMonthUsage};
@@ -112,6 +117,20 @@ pub struct Card {
     pub capacity_kb: u64,
 }
 
+/// Smallest normal daily usage a runaway factor multiplies, KB (50 MB).
+const RUNAWAY_MIN_DAILY_KB: f64 = 50.0 * 1024.0;
+
+/// A world-time interval `[start, end)`; `None`: still open.
+type Interval = (DateTime<Utc>, Option<DateTime<Utc>>);
+
+/// Extra usage of a runaway card.
+#[derive(Debug)]
+struct Runaway {
+    kb_per_day: f64,
+    /// Intervals of runaway usage; the last may be open.
+    active: Mutex<Vec<Interval>>,
+}
+
 /// The generated world plus the cards' current statuses (changed by network operations).
 #[derive(Debug)]
 pub struct World {
@@ -123,6 +142,7 @@ pub struct World {
     card_index: HashMap<String, usize>,
     pool_cards: Vec<Vec<u32>>,
     status: Vec<AtomicU8>,
+    runaways: HashMap<usize, Runaway>,
 }
 
 const REGIONS: [&str; 8] = [
@@ -180,7 +200,60 @@ impl World {
             card_index,
             pool_cards,
             status,
+            runaways: HashMap::new(),
         }
+    }
+
+    /// Makes card `i` run away from world time `since`: `factor` × its normal daily usage
+    /// (at least 50 MB) on top of it, until it is switched off.
+    pub fn with_runaway(mut self, i: usize, since: DateTime<Utc>, factor: f64) -> Self {
+        if i < self.cards.len() {
+            let kb_per_day = factor.max(0.0) * self.cards[i].daily_kb.max(RUNAWAY_MIN_DAILY_KB);
+            self.runaways.insert(
+                i,
+                Runaway {
+                    kb_per_day,
+                    active: Mutex::new(vec![(since, None)]),
+                },
+            );
+        }
+        self
+    }
+
+    /// Applies a finished network operation on card `i` at world time `now`: normal (8) when
+    /// switched on, shut down (4) when switched off; a runaway card stops (or resumes) its
+    /// extra usage then.
+    pub fn switch_card(&self, i: usize, on: bool, now: DateTime<Utc>) {
+        self.set_card_status(i, if on { 8 } else { 4 });
+        let Some(r) = self.runaways.get(&i) else {
+            return;
+        };
+        let mut active = r.active.lock().unwrap_or_else(|e| e.into_inner());
+        match active.last_mut() {
+            Some((start, end @ None)) if !on => *end = Some(now.max(*start)),
+            Some((_, Some(_))) | None if on => active.push((now, None)),
+            _ => {}
+        }
+    }
+
+    /// Extra KB a runaway card used on `date` up to `now`.
+    fn runaway_kb(&self, i: usize, date: NaiveDate, now: DateTime<Utc>) -> f64 {
+        let Some(r) = self.runaways.get(&i) else {
+            return 0.0;
+        };
+        let start = self.cal.day_start(date) as f64;
+        let end = (self.cal.day_end(date) as f64).min(now.timestamp_millis() as f64 / 1000.0);
+        let secs = |t: DateTime<Utc>| t.timestamp_millis() as f64 / 1000.0;
+        let active = r.active.lock().unwrap_or_else(|e| e.into_inner());
+        let overlap: f64 = active
+            .iter()
+            .map(|(a, b)| {
+                let from = secs(*a).max(start);
+                let to = b.map(secs).unwrap_or(f64::INFINITY).min(end);
+                (to - from).max(0.0)
+            })
+            .sum();
+        r.kb_per_day * overlap / 86_400.0
     }
 
     pub fn calendar(&self) -> ApiCalendar {
@@ -275,7 +348,11 @@ impl World {
         } else {
             var.floor()
         };
-        lump as u64 + var as u64
+        let extra = match kind {
+            Kind::Card => self.runaway_kb(i, date, now).floor(),
+            Kind::Pool => 0.0,
+        };
+        lump as u64 + var as u64 + extra as u64
     }
 
     /// Sum of day usages from `from` to `to` (inclusive), days after today counting 0.
@@ -707,6 +784,34 @@ mod tests {
 
     fn parse(s: &str) -> NaiveDate {
         tibiot_api::calendar::parse_day(s).unwrap()
+    }
+
+    #[test]
+    fn a_runaway_card_uses_far_more_until_switched_off() {
+        let since = Utc.with_ymd_and_hms(2026, 3, 10, 1, 0, 0).unwrap();
+        let w = world().with_runaway(0, since, 100.0);
+        let plain = world();
+        let c = 0;
+        let hour = ChronoDuration::hours(1);
+        let used = |w: &World, t| w.card_cycle_usage(c, t) as f64;
+        // Before: the same as without the knob.
+        assert_eq!(used(&w, since), used(&plain, since));
+        // One hour later: 100 × the normal daily usage / 24 on top.
+        let extra = used(&w, since + hour) - used(&plain, since + hour);
+        let want = 100.0 * w.cards()[c].daily_kb.max(RUNAWAY_MIN_DAILY_KB) / 24.0;
+        assert!((extra - want).abs() <= 2.0, "{extra} vs {want}");
+        // Switched off: the extra stops growing; switched on: it grows again.
+        w.switch_card(c, false, since + hour);
+        assert_eq!(w.card_status(c), 4);
+        let at = |t| used(&w, t) - used(&plain, t);
+        assert!((at(since + hour * 3) - extra).abs() <= 2.0);
+        w.switch_card(c, true, since + hour * 3);
+        assert!((at(since + hour * 4) - 2.0 * extra).abs() <= 4.0);
+        // Other cards are untouched.
+        assert_eq!(
+            w.card_cycle_usage(1, since + hour * 4),
+            plain.card_cycle_usage(1, since + hour * 4)
+        );
     }
 
     #[test]

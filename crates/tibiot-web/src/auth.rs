@@ -18,12 +18,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Semaphore;
 
 /// Concurrent bcrypt verifications.
-pub const BCRYPT_SLOTS: usize = 4;
+pub(crate) const BCRYPT_SLOTS: usize = 4;
 /// Verified credentials remembered.
-pub const CACHE_SIZE: usize = 1024;
+pub(crate) const CACHE_SIZE: usize = 1024;
 
 /// The configured users and the dummy hash for unknown ones.
-pub struct BasicAuthUsers {
+pub(crate) struct BasicAuthUsers {
     users: HashMap<String, String>,
     dummy_hash: String,
 }
@@ -39,7 +39,7 @@ impl std::fmt::Debug for BasicAuthUsers {
 impl BasicAuthUsers {
     /// `users` hold validated bcrypt hashes. Blocking: makes the dummy hash (one bcrypt run at
     /// the highest configured cost).
-    pub fn new(users: &BTreeMap<String, String>) -> BasicAuthUsers {
+    pub(crate) fn new(users: &BTreeMap<String, String>) -> BasicAuthUsers {
         let cost = users.values().map(|h| bcrypt_cost(h)).max().unwrap_or(10);
         let random: [u8; 16] = rand::random();
         let dummy_hash = bcrypt::hash(hex::encode(random), cost).unwrap_or_else(|_| {
@@ -63,7 +63,7 @@ pub struct AuthStats {
 }
 
 /// Checks `Authorization` headers; shared by every connection, survives web config reloads.
-pub struct Verifier {
+pub(crate) struct Verifier {
     cache: Mutex<HashSet<[u8; 32]>>,
     slots: Semaphore,
     bcrypt_runs: AtomicU64,
@@ -107,7 +107,7 @@ fn cache_key(user: &str, password: &[u8], hash: &str) -> [u8; 32] {
 
 impl Verifier {
     /// Whether the `Authorization` header names a configured user with the right password.
-    pub async fn check(&self, users: &BasicAuthUsers, header: Option<&HeaderValue>) -> bool {
+    pub(crate) async fn check(&self, users: &BasicAuthUsers, header: Option<&HeaderValue>) -> bool {
         let (user, password) = match header.and_then(parse_basic) {
             Some(c) => c,
             // Malformed or missing credentials: fail without bcrypt, as the toolkit does.
@@ -143,7 +143,7 @@ impl Verifier {
     }
 
     /// Counters since start.
-    pub fn stats(&self) -> AuthStats {
+    pub(crate) fn stats(&self) -> AuthStats {
         AuthStats {
             bcrypt_runs: self.bcrypt_runs.load(Ordering::Relaxed),
             cache_hits: self.cache_hits.load(Ordering::Relaxed),

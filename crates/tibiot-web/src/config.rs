@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebConfigError {
     /// The web config file, when the error came from one.
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// The key path (`tls_server_config.client_auth_type`), when known.
-    pub key: Option<String>,
+    pub(crate) key: Option<String>,
     /// What is wrong.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl WebConfigError {
@@ -45,6 +45,18 @@ impl WebConfigError {
             key: None,
             message: message.into(),
         }
+    }
+
+    pub(crate) fn unreadable(e: &std::io::Error) -> Self {
+        Self::plain(format!("cannot read: {e}"))
+    }
+
+    pub(crate) fn not_utf8() -> Self {
+        Self::plain("not UTF-8")
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Self::plain(message)
     }
 
     pub(crate) fn in_file(mut self, file: &Path) -> Self {
@@ -71,7 +83,7 @@ impl std::error::Error for WebConfigError {}
 
 /// Client certificate policy (`tls_server_config.client_auth_type`), Go's `tls.ClientAuthType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
+pub(crate) enum ClientAuth {
     /// No client certificate is requested.
     NoClientCert,
     /// A certificate is requested; none or any is accepted, nothing is verified.
@@ -97,7 +109,7 @@ impl ClientAuth {
     }
 
     /// Whether client certificates are checked against `client_ca_file`.
-    pub fn verifies(self) -> bool {
+    pub(crate) fn verifies(self) -> bool {
         matches!(
             self,
             ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert
@@ -107,7 +119,7 @@ impl ClientAuth {
 
 /// A TLS protocol version as the toolkit names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TlsVersion {
+pub(crate) enum TlsVersion {
     Tls10,
     Tls11,
     Tls12,
@@ -236,33 +248,33 @@ struct RawHttp {
 
 /// Validated TLS settings; files are read by [`crate::tls`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    pub client_auth: ClientAuth,
-    pub client_ca_file: Option<PathBuf>,
+pub(crate) struct TlsSettings {
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
+    pub(crate) client_auth: ClientAuth,
+    pub(crate) client_ca_file: Option<PathBuf>,
     /// Always TLS12 or TLS13.
-    pub min_version: TlsVersion,
+    pub(crate) min_version: TlsVersion,
     /// Always TLS12 or TLS13, not below `min_version`.
-    pub max_version: TlsVersion,
+    pub(crate) max_version: TlsVersion,
     /// Go cipher suite names; empty = the defaults.
-    pub cipher_suites: Vec<String>,
+    pub(crate) cipher_suites: Vec<String>,
     /// Go curve names, in preference order; empty = the defaults.
-    pub curve_preferences: Vec<String>,
-    pub prefer_server_cipher_suites: bool,
+    pub(crate) curve_preferences: Vec<String>,
+    pub(crate) prefer_server_cipher_suites: bool,
 }
 
 /// A validated web configuration.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WebConfig {
     /// `None`: plain HTTP.
-    pub tls: Option<TlsSettings>,
+    pub(crate) tls: Option<TlsSettings>,
     /// User name → bcrypt hash; empty: no basic auth.
-    pub basic_auth_users: BTreeMap<String, String>,
+    pub(crate) basic_auth_users: BTreeMap<String, String>,
     /// Headers added to every response.
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     /// Whether HTTP/2 is offered (default true).
-    pub http2: bool,
+    pub(crate) http2: bool,
 }
 
 impl Default for WebConfig {
@@ -340,10 +352,20 @@ const UNSUPPORTED_SUITES: &[&str] = &[
 pub(crate) const SUPPORTED_CURVES: &[&str] = &["X25519", "CurveP256", "CurveP384"];
 
 impl WebConfig {
+    /// Whether every request must authenticate: basic auth users, or TLS client certificates
+    /// that are required and verified against the configured CA.
+    pub fn requires_authentication(&self) -> bool {
+        !self.basic_auth_users.is_empty()
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_auth == ClientAuth::RequireAndVerifyClientCert)
+    }
+
     /// Reads and validates a web config file; relative paths resolve against its folder.
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| WebConfigError::plain(format!("cannot read: {e}")).in_file(path))?;
+        let text = std::fs::read(path).map_err(|e| WebConfigError::unreadable(&e).in_file(path))?;
+        let text = String::from_utf8(text).map_err(|_| WebConfigError::not_utf8().in_file(path))?;
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
         WebConfig::parse(&text, dir).map_err(|e| e.in_file(path))
     }
@@ -360,8 +382,9 @@ impl WebConfig {
 
         let users = raw.basic_auth_users.unwrap_or_default().0;
         for (user, hash) in &users {
-            check_bcrypt_hash(hash)
-                .map_err(|m| WebConfigError::new(format!("basic_auth_users.{user}"), m))?;
+            check_bcrypt_hash(hash).map_err(|e| {
+                WebConfigError::new(format!("basic_auth_users.{user}"), e.to_string())
+            })?;
         }
 
         let http = raw.http_server_config.unwrap_or_default();
@@ -414,8 +437,13 @@ impl WebConfig {
         })
     }
 
+    /// The bcrypt hash configured for `user` in `basic_auth_users`.
+    pub fn password_hash(&self, user: &str) -> Option<&str> {
+        self.basic_auth_users.get(user).map(String::as_str)
+    }
+
     /// Every file the configuration refers to (for change detection).
-    pub fn referenced_files(&self) -> Vec<PathBuf> {
+    pub(crate) fn referenced_files(&self) -> Vec<PathBuf> {
         let mut v = Vec::new();
         if let Some(t) = &self.tls {
             v.push(t.cert_file.clone());
@@ -549,38 +577,55 @@ fn tls_settings(t: RawTls, base_dir: &Path) -> Result<Option<TlsSettings>, WebCo
     }))
 }
 
-/// Checks that `hash` is a complete bcrypt hash (`$2a$`, `$2b$`, `$2x$` or `$2y$`, cost 4–31,
-/// 53 characters of bcrypt base64). The message never contains the value: a value that is not
+/// Why a `basic_auth_users` value is not usable. Never holds the value: a value that is not
 /// a hash is likely a plaintext password.
-pub fn check_bcrypt_hash(hash: &str) -> Result<(), String> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BcryptHashError {
+    /// Not of the form `$2y$<cost>$<53 characters>`.
+    Malformed,
+    /// A well-formed hash whose cost is outside 4..=31.
+    Cost(u32),
+}
+
+impl fmt::Display for BcryptHashError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BcryptHashError::Malformed => f.write_str(
+                "not a bcrypt hash: expected $2y$<cost>$<53 characters> (make one with \
+                 `htpasswd -nbBC 10 USER PASSWORD`); the value is not shown",
+            ),
+            BcryptHashError::Cost(c) => {
+                write!(f, "bcrypt cost {c} is outside allowed range (4,31)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BcryptHashError {}
+
+/// Checks that `hash` is a complete bcrypt hash (`$2a$`, `$2b$`, `$2x$` or `$2y$`, cost 4–31,
+/// 53 characters of bcrypt base64).
+pub(crate) fn check_bcrypt_hash(hash: &str) -> Result<(), BcryptHashError> {
     let b = hash.as_bytes();
-    let fail = || {
-        Err(
-            "not a bcrypt hash: expected $2y$<cost>$<53 characters> (make one with \
-             `htpasswd -nbBC 10 USER PASSWORD`); the value is not shown"
-                .to_string(),
-        )
-    };
+    let malformed = Err(BcryptHashError::Malformed);
     if b.len() != 60 || b[0] != b'$' || b[1] != b'2' || b[3] != b'$' || b[6] != b'$' {
-        return fail();
+        return malformed;
     }
     if !matches!(b[2], b'a' | b'b' | b'x' | b'y') {
-        return fail();
+        return malformed;
     }
     if !b[4].is_ascii_digit() || !b[5].is_ascii_digit() {
-        return fail();
+        return malformed;
     }
     let cost = u32::from(b[4] - b'0') * 10 + u32::from(b[5] - b'0');
     if !(4..=31).contains(&cost) {
-        return Err(format!(
-            "bcrypt cost {cost} is outside allowed range (4,31)"
-        ));
+        return Err(BcryptHashError::Cost(cost));
     }
     if !b[7..]
         .iter()
         .all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'/')
     {
-        return fail();
+        return malformed;
     }
     Ok(())
 }
@@ -670,16 +715,18 @@ mod tests {
         for v in ["a", "b", "x", "y"] {
             assert!(check_bcrypt_hash(&H.replacen("2y", &format!("2{v}"), 1)).is_ok());
         }
-        assert!(
-            check_bcrypt_hash("$2y$03$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi")
-                .is_err()
+        assert_eq!(
+            check_bcrypt_hash("$2y$03$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"),
+            Err(BcryptHashError::Cost(3))
         );
-        assert!(
-            check_bcrypt_hash("$3y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi")
-                .is_err()
+        let malformed = Err(BcryptHashError::Malformed);
+        assert_eq!(
+            check_bcrypt_hash("$3y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"),
+            malformed
         );
-        assert!(check_bcrypt_hash(&H[..59]).is_err());
-        assert!(check_bcrypt_hash("").is_err());
+        assert_eq!(check_bcrypt_hash(&H[..59]), malformed);
+        assert_eq!(check_bcrypt_hash(""), malformed);
+        assert!(!BcryptHashError::Malformed.to_string().contains('Q'));
         assert_eq!(bcrypt_cost(H), 10);
     }
 }

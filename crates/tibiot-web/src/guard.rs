@@ -1,43 +1,45 @@
 //! The layers put around the whole router, so every endpoint (landing page, `/config`,
 //! `/-/healthy` included) is covered: configured response headers, a limit on concurrent
-//! requests (503 beyond it), basic auth (401 with `WWW-Authenticate: Basic`), a request body
-//! limit and a request timeout (503 when the handler takes longer).
+//! requests (503 beyond it), basic auth (401 with `WWW-Authenticate: Basic`), the request body
+//! read in full before the handler runs (413 beyond the size limit, announced or streamed; 408
+//! when it does not arrive in time) and a request timeout (503 when the handler takes longer).
 //!
-//! The web configuration in force is read per request from [`Shared`], so a reloaded file
+//! The web configuration in force is read per request from [`GuardState`], so a reloaded file
 //! applies to the next request, also on kept-alive connections.
 
 use crate::auth::{BasicAuthUsers, Verifier};
 use crate::config::{WebConfig, WebConfigError};
+use crate::limits::Limits;
 use crate::tls;
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 /// A web configuration turned into what the server uses: TLS acceptor, users, headers.
 #[derive(Debug)]
-pub struct Active {
+pub(crate) struct Active {
     /// `None`: plain HTTP.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// `None`: no basic auth.
-    pub users: Option<Arc<BasicAuthUsers>>,
+    pub(crate) users: Option<Arc<BasicAuthUsers>>,
     /// Added to every response.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     /// Whether HTTP/2 is offered.
-    pub http2: bool,
+    pub(crate) http2: bool,
 }
 
 impl Active {
     /// Builds from a validated config: reads certificate files, makes the dummy bcrypt hash.
     /// Blocking (file reads, one bcrypt run).
-    pub fn build(cfg: &WebConfig) -> Result<Active, WebConfigError> {
+    pub(crate) fn build(cfg: &WebConfig) -> Result<Active, WebConfigError> {
         let tls = match &cfg.tls {
             Some(t) => Some(Arc::new(tls::server_config(t, cfg.http2)?)),
             None => None,
@@ -66,7 +68,7 @@ impl Active {
     }
 
     /// Plain HTTP, no auth, no headers.
-    pub fn plain() -> Active {
+    pub(crate) fn plain() -> Active {
         Active {
             tls: None,
             users: None,
@@ -76,54 +78,17 @@ impl Active {
     }
 }
 
-/// Limits that protect the server.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Longest a request may take inside the router; 503 after it. A safety net: scrapes are
-    /// bounded by `collect.timeout` (keep that below this).
-    pub request_timeout: Duration,
-    /// Requests served at once; beyond it 503 at once. 0: no limit.
-    pub max_concurrent_requests: usize,
-    /// Largest accepted request body.
-    pub max_request_body_bytes: usize,
-    /// Open connections at once; beyond it new connections wait in the listen backlog.
-    pub max_connections: usize,
-    /// Time a client has to send a request's headers.
-    pub header_read_timeout: Duration,
-    /// Time a client has to finish the TLS handshake.
-    pub tls_handshake_timeout: Duration,
-    /// On shutdown, how long in-flight requests may still take.
-    pub shutdown_grace: Duration,
-}
-
-/// Requests served at once by default (`--web.max-requests`), every endpoint counted.
-pub const DEFAULT_MAX_REQUESTS: usize = 64;
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            request_timeout: Duration::from_secs(300),
-            max_concurrent_requests: DEFAULT_MAX_REQUESTS,
-            max_request_body_bytes: 64 * 1024,
-            max_connections: 512,
-            header_read_timeout: Duration::from_secs(10),
-            tls_handshake_timeout: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(10),
-        }
-    }
-}
-
-/// State shared by the listener and the layers.
-pub struct Shared {
+/// State shared by the listener and the layers: the configuration in force, the basic-auth
+/// verifier (its cache survives reloads) and the request slots.
+pub(crate) struct GuardState {
     current: RwLock<Arc<Active>>,
-    /// Checks basic auth; its cache survives reloads.
-    pub verifier: Verifier,
+    pub(crate) verifier: Verifier,
     requests: Arc<Semaphore>,
 }
 
-impl Shared {
-    pub fn new(active: Active, limits: &Limits) -> Shared {
-        Shared {
+impl GuardState {
+    pub(crate) fn new(active: Active, limits: &Limits) -> GuardState {
+        GuardState {
             current: RwLock::new(Arc::new(active)),
             verifier: Verifier::default(),
             requests: Arc::new(Semaphore::new(match limits.max_concurrent_requests {
@@ -134,7 +99,7 @@ impl Shared {
     }
 
     /// The configuration in force.
-    pub fn current(&self) -> Arc<Active> {
+    pub(crate) fn current(&self) -> Arc<Active> {
         match self.current.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
@@ -142,7 +107,7 @@ impl Shared {
     }
 
     /// Puts a new configuration in force.
-    pub fn replace(&self, active: Active) {
+    pub(crate) fn replace(&self, active: Active) {
         let active = Arc::new(active);
         match self.current.write() {
             Ok(mut g) => *g = active,
@@ -160,9 +125,9 @@ fn plain(status: StatusCode, msg: &'static str) -> Response {
         .into_response()
 }
 
-async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let active = shared.current();
-    let mut resp = match shared.requests.clone().try_acquire_owned() {
+async fn guard(State(state): State<Arc<GuardState>>, req: Request, next: Next) -> Response {
+    let active = state.current();
+    let mut resp = match state.requests.clone().try_acquire_owned() {
         Err(_) => {
             let mut r = plain(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -176,7 +141,7 @@ async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> R
             let allowed = match &active.users {
                 None => true,
                 Some(users) => {
-                    shared
+                    state
                         .verifier
                         .check(users, req.headers().get(header::AUTHORIZATION))
                         .await
@@ -199,24 +164,62 @@ async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> R
     resp
 }
 
-async fn body_too_large(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
-    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        // Replace tower-http's empty body with a plain message.
-        let (parts, _) = resp.into_parts();
-        return Response::from_parts(parts, Body::from("Request body too large\n"));
-    }
-    resp
+/// How much body a request may have, and how long it may take to arrive.
+#[derive(Clone, Copy)]
+struct BodyLimits {
+    max_bytes: usize,
+    read_timeout: Duration,
 }
 
-/// Wraps `router` in the layers; `shared` decides auth and headers per request.
-pub fn protect(router: Router, shared: Arc<Shared>, limits: &Limits) -> Router {
+/// Reads the request body in full before the handler runs, so the size limit holds whether
+/// the body is announced (`Content-Length`) or streamed (chunked, HTTP/2 DATA frames), and a
+/// handler that ignores its body cannot be sent an unbounded one.
+async fn read_body(State(limits): State<BodyLimits>, req: Request, next: Next) -> Response {
+    if req.body().size_hint().exact() == Some(0) {
+        return next.run(req).await;
+    }
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limits.max_bytes as u64) {
+        return too_large();
+    }
+    let (parts, body) = req.into_parts();
+    let read = Limited::new(body, limits.max_bytes).collect();
+    match tokio::time::timeout(limits.read_timeout, read).await {
+        Ok(Ok(collected)) => {
+            let req = Request::from_parts(parts, Body::from(collected.to_bytes()));
+            next.run(req).await
+        }
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => too_large(),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "request body could not be read");
+            plain(StatusCode::BAD_REQUEST, "Request body could not be read\n")
+        }
+        Err(_) => plain(
+            StatusCode::REQUEST_TIMEOUT,
+            "Request body not received in time\n",
+        ),
+    }
+}
+
+fn too_large() -> Response {
+    plain(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n")
+}
+
+/// Wraps `router` in the layers; `state` decides auth and headers per request.
+pub(crate) fn protect(router: Router, state: Arc<GuardState>, limits: &Limits) -> Router {
+    let body = BodyLimits {
+        max_bytes: limits.max_request_body_bytes,
+        read_timeout: limits.body_read_timeout,
+    };
     router
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             limits.request_timeout,
         ))
-        .layer(RequestBodyLimitLayer::new(limits.max_request_body_bytes))
-        .layer(middleware::from_fn(body_too_large))
-        .layer(middleware::from_fn_with_state(shared, guard))
+        .layer(middleware::from_fn_with_state(body, read_body))
+        .layer(middleware::from_fn_with_state(state, guard))
 }

@@ -6,6 +6,7 @@
 use crate::config::{ClientAuth, TlsSettings, TlsVersion, WebConfigError};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, SupportedKxGroup, ring};
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -26,7 +27,7 @@ fn read(key: &str, path: &Path) -> Result<Vec<u8>, WebConfigError> {
 
 fn certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, WebConfigError> {
     let bytes = read(key, path)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut bytes.as_slice())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| err(key, format!("{}: bad PEM: {e}", path.display())))?;
     if certs.is_empty() {
@@ -41,9 +42,9 @@ fn certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, WebConf
 fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, WebConfigError> {
     let bytes = read("key_file", path)?;
     // The error text of a key parser is not echoed beyond its kind: it never holds key bytes.
-    match rustls_pemfile::private_key(&mut bytes.as_slice()) {
-        Ok(Some(k)) => Ok(k),
-        Ok(None) => Err(err(
+    match PrivateKeyDer::from_pem_slice(&bytes) {
+        Ok(k) => Ok(k),
+        Err(pem::Error::NoItemsFound) => Err(err(
             "key_file",
             format!(
                 "{}: no PEM private key found (PKCS#1, PKCS#8 or SEC1)",
@@ -166,7 +167,7 @@ impl ClientCertVerifier for AnyClientCert {
 }
 
 /// Reads the files and builds the server configuration. `http2` decides the ALPN offer.
-pub fn server_config(s: &TlsSettings, http2: bool) -> Result<ServerConfig, WebConfigError> {
+pub(crate) fn server_config(s: &TlsSettings, http2: bool) -> Result<ServerConfig, WebConfigError> {
     let provider = Arc::new(provider(s));
     let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
     if s.max_version >= TlsVersion::Tls13 {

@@ -1,5 +1,5 @@
-//! The operator commands (README, "Command line"): `pool show|usage`, `card show|usage|network`,
-//! `batch status` and `backfill`. This module owns their command-line arguments, loading the
+//! The operator commands (README, "Operator commands"): `pool show|usage`,
+//! `card show|usage|network`, `batch status`, `backfill` and `guard`. This module owns their command-line arguments, loading the
 //! configuration and picking the account, the one error type with its exit code (0 ok,
 //! 1 API/runtime failure, 2 bad usage or configuration) and the tokio runtime they run on.
 //! Each command lives in its own module; [`output`] prints tables and JSON.
@@ -7,6 +7,7 @@
 pub mod backfill;
 pub mod batch;
 pub mod card;
+pub mod guard;
 pub mod iccid;
 pub mod network;
 pub mod output;
@@ -29,22 +30,77 @@ pub const DEFAULT_TIMEOUT: &str = "30s";
 
 pub use tibiot_exporter::config::DEFAULT_CONFIG_FILE;
 
-/// Flags shared by the API commands.
-#[derive(Debug, Clone, Args)]
+/// What every API command works from: the configuration file and the flags of the command
+/// that mean something to it (`--output` is ignored by `backfill` and `guard`, `--account`
+/// by `guard`).
+#[derive(Debug, Clone)]
 pub struct CommonArgs {
-    /// Path to the configuration file.
-    #[arg(long = "config.file", value_name = "PATH", default_value = DEFAULT_CONFIG_FILE, global = true)]
     pub config_file: PathBuf,
-    /// Account to use (default: the first configured account).
-    #[arg(long, value_name = "NAME", global = true)]
     pub account: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,
+    pub timeout: Duration,
+}
+
+/// `--config.file`: every command reads the exporter's configuration. Accepted before or
+/// after the command.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Path to the exporter's configuration file (accounts, credentials, limits).
+    #[arg(long = "config.file", value_name = "PATH", default_value = DEFAULT_CONFIG_FILE, global = true, help_heading = "Global options", display_order = 100)]
+    pub config_file: PathBuf,
+}
+
+/// `--account`: the commands that work on one account.
+#[derive(Debug, Clone, Args)]
+pub struct AccountArg {
+    /// Account to use (default: the first configured account).
+    #[arg(
+        long,
+        value_name = "NAME",
+        global = true,
+        help_heading = "API",
+        display_order = 50
+    )]
+    pub account: Option<String>,
+}
+
+/// `--timeout`: the commands that call the API.
+#[derive(Debug, Clone, Args)]
+pub struct TimeoutArg {
     /// Upper bound of one API call (GET retries included). Generous by default, because a
     /// network operation that times out has an unknown outcome.
-    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = parse_timeout, global = true)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = parse_timeout, global = true, help_heading = "API", display_order = 51)]
     pub timeout: Duration,
+}
+
+/// `--output`: the commands that print tables.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArg {
+    /// Output format.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Table, global = true, help_heading = "Output", display_order = 60)]
+    pub output: OutputFormat,
+}
+
+/// The flags of the lookup commands (`pool`, `card`, `batch`).
+#[derive(Debug, Clone, Args)]
+pub struct LookupArgs {
+    #[command(flatten)]
+    pub account: AccountArg,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+impl LookupArgs {
+    pub fn common(&self, global: &GlobalArgs) -> CommonArgs {
+        CommonArgs {
+            config_file: global.config_file.clone(),
+            account: self.account.account.clone(),
+            output: self.output.output,
+            timeout: self.timeout.timeout,
+        }
+    }
 }
 
 /// A `--timeout` value: a humantime duration, at least 1ms.
@@ -98,6 +154,8 @@ impl PeriodArgs {
 /// `tibiotctl pool …`
 #[derive(Debug, Clone, Args)]
 pub struct PoolArgs {
+    #[command(flatten)]
+    pub flags: LookupArgs,
     #[command(subcommand)]
     pub command: PoolCommand,
 }
@@ -123,6 +181,8 @@ pub enum PoolCommand {
 /// `tibiotctl card …`
 #[derive(Debug, Clone, Args)]
 pub struct CardArgs {
+    #[command(flatten)]
+    pub flags: LookupArgs,
     #[command(subcommand)]
     pub command: CardCommand,
 }
@@ -148,6 +208,8 @@ pub enum CardCommand {
 /// `tibiotctl batch …`
 #[derive(Debug, Clone, Args)]
 pub struct BatchArgs {
+    #[command(flatten)]
+    pub flags: LookupArgs,
     #[command(subcommand)]
     pub command: BatchCommand,
 }
@@ -289,29 +351,63 @@ impl Ctx {
 }
 
 /// `tibiotctl pool …`
-pub fn pool_command(common: &CommonArgs, args: PoolArgs) -> ExitCode {
-    finish(Ctx::load(common).and_then(|ctx| block_on(pool::run(ctx, args.command))))
+pub fn pool_command(global: &GlobalArgs, args: PoolArgs) -> ExitCode {
+    let common = args.flags.common(global);
+    finish(Ctx::load(&common).and_then(|ctx| block_on(pool::run(ctx, args.command))))
 }
 
 /// `tibiotctl card …`
-pub fn card_command(common: &CommonArgs, args: CardArgs) -> ExitCode {
+pub fn card_command(global: &GlobalArgs, args: CardArgs) -> ExitCode {
+    let common = args.flags.common(global);
     let result = match args.command {
-        CardCommand::Network(net) => network::run(common, net),
-        other => Ctx::load(common).and_then(|ctx| block_on(card::run(ctx, other))),
+        CardCommand::Network(net) => network::run(&common, net),
+        other => Ctx::load(&common).and_then(|ctx| block_on(card::run(ctx, other))),
     };
     finish(result)
 }
 
 /// `tibiotctl batch …`
-pub fn batch_command(common: &CommonArgs, args: BatchArgs) -> ExitCode {
-    finish(Ctx::load(common).and_then(|ctx| match args.command {
+pub fn batch_command(global: &GlobalArgs, args: BatchArgs) -> ExitCode {
+    let common = args.flags.common(global);
+    finish(Ctx::load(&common).and_then(|ctx| match args.command {
         BatchCommand::Status(s) => block_on(batch::run_status(ctx, s)),
     }))
 }
 
+/// `tibiotctl backfill …` arguments: its own, plus `--account` and `--timeout`.
+#[derive(Debug, Clone, Args)]
+pub struct BackfillCmd {
+    #[command(flatten)]
+    pub args: backfill::BackfillArgs,
+    #[command(flatten)]
+    pub account: AccountArg,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
+}
+
 /// `tibiotctl backfill …`
-pub fn backfill_command(common: &CommonArgs, args: backfill::BackfillArgs) -> ExitCode {
-    finish(backfill::run(common, args))
+pub fn backfill_command(global: &GlobalArgs, cmd: BackfillCmd) -> ExitCode {
+    let common = CommonArgs {
+        config_file: global.config_file.clone(),
+        account: cmd.account.account,
+        output: OutputFormat::Table,
+        timeout: cmd.timeout.timeout,
+    };
+    finish(backfill::run(&common, cmd.args))
+}
+
+/// `tibiotctl guard …` arguments: its own, plus `--timeout`.
+#[derive(Debug, Clone, Args)]
+pub struct GuardCmd {
+    #[command(flatten)]
+    pub args: guard::GuardArgs,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
+}
+
+/// `tibiotctl guard …`
+pub fn guard_command(global: &GlobalArgs, cmd: GuardCmd) -> ExitCode {
+    guard::run(global.config_file.clone(), cmd.timeout.timeout, cmd.args)
 }
 
 /// Runs a future on a fresh current-thread runtime (for the commands' own modules).

@@ -9,11 +9,12 @@ use std::process::ExitCode;
 #[command(
     name = "tibiotctl",
     version = tibiot_exporter::version::LONG_VERSION,
-    about = "Operator tool for the TIBIOT IoT SIM-card platform: pools, cards, batches, backfill"
+    about = "Operator tool for the TIBIOT IoT SIM-card platform: pools, cards, batches, backfill, guard",
+    after_help = "Each command takes only the flags that mean something to it: see `tibiotctl COMMAND --help`.\nExit status: 0 success, 1 an API or runtime failure, 2 bad usage or configuration."
 )]
 struct Cli {
     #[command(flatten)]
-    common: tibiotctl::CommonArgs,
+    global: tibiotctl::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,7 +28,9 @@ enum Command {
     /// Follow a network-operation batch: `batch status BATCHCODE [--wait]`.
     Batch(tibiotctl::BatchArgs),
     /// Print the last days' and months' usage as OpenMetrics with timestamps, for promtool.
-    Backfill(tibiotctl::backfill::BackfillArgs),
+    Backfill(tibiotctl::BackfillCmd),
+    /// Receive Alertmanager webhooks and switch runaway cards off (dry-run by default).
+    Guard(tibiotctl::GuardCmd),
 }
 
 fn main() -> ExitCode {
@@ -43,9 +46,10 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Pool(a) => tibiotctl::pool_command(&cli.common, a),
-        Command::Card(a) => tibiotctl::card_command(&cli.common, a),
-        Command::Batch(a) => tibiotctl::batch_command(&cli.common, a),
-        Command::Backfill(a) => tibiotctl::backfill_command(&cli.common, a),
+        Command::Pool(a) => tibiotctl::pool_command(&cli.global, a),
+        Command::Card(a) => tibiotctl::card_command(&cli.global, a),
+        Command::Batch(a) => tibiotctl::batch_command(&cli.global, a),
+        Command::Backfill(a) => tibiotctl::backfill_command(&cli.global, a),
+        Command::Guard(a) => tibiotctl::guard_command(&cli.global, a),
     }
 }

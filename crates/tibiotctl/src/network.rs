@@ -14,6 +14,7 @@ use crate::iccid;
 use crate::output::{OutputFormat, Table, cell, print_json, print_stdout};
 use crate::{CommonArgs, Ctx, Failure, run_async};
 use clap::{ArgGroup, Args};
+use indicatif::ProgressBar;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, IsTerminal, Write};
@@ -190,12 +191,31 @@ fn confirm(question: &str, action: &str, n: usize) -> Result<(), Failure> {
     }
 }
 
-/// Sends one request; resends only after an HTTP 429.
+/// How [`switch`] sends requests and follows their batches.
+#[derive(Debug, Clone, Copy)]
+pub struct SwitchOptions {
+    /// Upper bound of one API call.
+    pub timeout: Duration,
+    /// How long to follow the batches; `None`: do not follow (`--no-wait`).
+    pub wait: Option<Duration>,
+}
+
+/// What [`switch`] did: one outcome per ICCID in input order, and the batches it followed.
+#[derive(Debug, Clone)]
+pub struct Switched {
+    pub outcomes: Vec<CardOutcome>,
+    pub trackers: Vec<Tracker>,
+    /// Every followed batch reached its end (always true when not following).
+    pub finished: bool,
+}
+
+/// Sends one request; resends only after an HTTP 429 (the API says it did not process it).
 async fn send_chunk(
     client: &Client,
     chunk: &[String],
     on: bool,
     timeout: Duration,
+    note: &(dyn Fn(&str) + Sync),
 ) -> Result<NetworkResult, ApiError> {
     let mut resends = 0;
     loop {
@@ -208,10 +228,10 @@ async fn send_chunk(
                 let wait = retry_after
                     .unwrap_or(Duration::from_secs(1))
                     .clamp(Duration::from_millis(100), Duration::from_secs(30));
-                eprintln!(
-                    "note: rate limited (HTTP 429, not processed); sending again in {}",
+                note(&format!(
+                    "rate limited (HTTP 429, not processed); sending again in {}",
                     humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
-                );
+                ));
                 tokio::time::sleep(wait).await;
             }
             other => return other,
@@ -220,7 +240,7 @@ async fn send_chunk(
 }
 
 /// Sorts one answer into accepted and rejected cards.
-fn classify(chunk: &[String], r: NetworkResult) -> Sent {
+fn classify(chunk: &[String], r: NetworkResult, note: &(dyn Fn(&str) + Sync)) -> Sent {
     let mut rejected: Vec<(String, String)> = Vec::new();
     let mut rejected_ids: HashMap<String, String> = HashMap::new();
     for e in r.error_info {
@@ -242,10 +262,10 @@ fn classify(chunk: &[String], r: NetworkResult) -> Sent {
     if let Some(sc) = r.success_count
         && sc != accepted.len() as f64
     {
-        eprintln!(
-            "warning: the API reports successCount={sc} for a request of which {} ICCIDs were not rejected",
+        note(&format!(
+            "the API reports successCount={sc} for a request of which {} ICCIDs were not rejected",
             accepted.len()
-        );
+        ));
     }
     Sent::Answered {
         batch_code: r
@@ -257,13 +277,21 @@ fn classify(chunk: &[String], r: NetworkResult) -> Sent {
     }
 }
 
-async fn execute(
-    ctx: Ctx,
-    iccids: Vec<String>,
-    args: NetworkArgs,
-    action: &'static str,
-) -> Result<(), Failure> {
-    let on = args.enable;
+/// Switches the network of `iccids` (already validated) on or off: requests of at most
+/// [`CHUNK`] ICCIDs, one after the other; a request without a usable answer is never sent
+/// again and stops the run (its cards are `unknown`, the rest `not_sent`); then every batch is
+/// followed until its cards are final or `opts.wait` has passed. `note` receives the
+/// warnings worth telling the operator (rate limiting, failed requests). Shared by
+/// `card network` and the guard.
+pub async fn switch(
+    client: &Client,
+    account: &str,
+    iccids: &[String],
+    on: bool,
+    opts: SwitchOptions,
+    progress: &ProgressBar,
+    note: &(dyn Fn(&str) + Sync),
+) -> Switched {
     let chunks: Vec<Vec<String>> = iccids.chunks(CHUNK).map(<[String]>::to_vec).collect();
     let mut sent: Vec<Sent> = Vec::new();
     let mut stop: Option<String> = None;
@@ -272,8 +300,8 @@ async fn execute(
             sent.push(Sent::Skipped(why.clone()));
             continue;
         }
-        let outcome = match send_chunk(&ctx.client, chunk, on, ctx.timeout).await {
-            Ok(r) => classify(chunk, r),
+        let outcome = match send_chunk(client, chunk, on, opts.timeout, note).await {
+            Ok(r) => classify(chunk, r, note),
             Err(e) => {
                 let what = format!("request {} of {}", k + 1, chunks.len());
                 let definite = match &e {
@@ -283,8 +311,7 @@ async fn execute(
                     ApiError::Http { status, .. } => *status < 500,
                     ApiError::Timeout | ApiError::Transport(_) | ApiError::Decode(_) => false,
                 };
-                let hint = Failure::api(&what, &ctx.account.name, &e);
-                eprintln!("tibiot-exporter: {}", hint.message());
+                note(Failure::api(&what, account, &e).message());
                 if !definite {
                     stop = Some(format!("stopped after {what} had an unknown outcome"));
                     Sent::Unknown(format!(
@@ -314,21 +341,63 @@ async fn execute(
         })
         .collect();
     let mut finished = true;
-    if !args.no_wait && !trackers.is_empty() {
+    if let Some(wait) = opts.wait
+        && !trackers.is_empty()
+    {
         let total: usize = trackers.iter().map(|t| t.expected.len()).sum();
-        let pb = batch::progress_bar(total as u64, action);
+        progress.set_length(total as u64);
         finished = batch::follow(
-            &ctx.client,
+            client,
             &mut trackers,
-            Instant::now() + args.wait_timeout,
-            ctx.timeout,
-            &pb,
+            Instant::now() + wait,
+            opts.timeout,
+            progress,
         )
         .await;
-        pb.finish_and_clear();
     }
+    let outcomes = outcomes(&chunks, &sent, &trackers, opts.wait.is_some());
+    Switched {
+        outcomes,
+        trackers,
+        finished,
+    }
+}
+
+async fn execute(
+    ctx: Ctx,
+    iccids: Vec<String>,
+    args: NetworkArgs,
+    action: &'static str,
+) -> Result<(), Failure> {
     let waited = !args.no_wait;
-    let outcomes = outcomes(&chunks, &sent, &trackers, waited);
+    let pb = if waited {
+        batch::progress_bar(iccids.len() as u64, action)
+    } else {
+        ProgressBar::hidden()
+    };
+    let opts = SwitchOptions {
+        timeout: ctx.timeout,
+        wait: waited.then_some(args.wait_timeout),
+    };
+    let note = |m: &str| {
+        // Above the progress bar, which redraws itself.
+        pb.suspend(|| eprintln!("tibiotctl: {m}"));
+    };
+    let Switched {
+        outcomes,
+        trackers,
+        finished,
+    } = switch(
+        &ctx.client,
+        &ctx.account.name,
+        &iccids,
+        args.enable,
+        opts,
+        &pb,
+        &note,
+    )
+    .await;
+    pb.finish_and_clear();
     report(&ctx, action, &outcomes, &trackers, waited);
 
     // Exit status and advice.
@@ -336,22 +405,22 @@ async fn execute(
         .iter()
         .filter(|o| !o.result.is_success(waited))
         .collect();
-    if !args.no_wait && !finished {
+    if waited && !finished {
         let codes: Vec<String> = trackers
             .iter()
             .filter(|t| !t.complete)
             .map(|t| cell(&t.batch_code))
             .collect();
         eprintln!(
-            "note: batches not finished after {}: follow them with `tibiot-exporter batch status CODE --wait` ({})",
+            "note: batches not finished after {}: follow them with `tibiotctl batch status CODE --wait` ({})",
             humantime::format_duration(args.wait_timeout),
             codes.join(", ")
         );
     }
-    if args.no_wait {
+    if !waited {
         for t in &trackers {
             eprintln!(
-                "follow with: tibiot-exporter batch status {} --wait",
+                "follow with: tibiotctl batch status {} --wait",
                 cell(&t.batch_code)
             );
         }
@@ -363,7 +432,7 @@ async fn execute(
     if unknown > 0 {
         eprintln!(
             "warning: the outcome for {unknown} cards is unknown: the request got no usable answer and \
-             was NOT sent again; check those cards with `tibiot-exporter card show ICCID` before trying again"
+             was NOT sent again; check those cards with `tibiotctl card show ICCID` before trying again"
         );
     }
     if bad.is_empty() {
@@ -565,7 +634,7 @@ mod tests {
             batch_code,
             accepted,
             rejected,
-        } = classify(&chunk, r)
+        } = classify(&chunk, r, &|_| {})
         else {
             panic!("answered")
         };

@@ -241,6 +241,10 @@ async fn exit_codes_for_bad_usage_bad_config_and_api_failures() {
         vec!["card", "network", "89860000000000000001"],
         vec!["backfill", "--days=31"],
         vec!["backfill", "--months=13"],
+        // Flags only where they mean something.
+        vec!["backfill", "--output=json"],
+        vec!["guard", "--account=main"],
+        vec!["guard", "--output=json"],
     ] {
         let r = run(cfg, &args).await;
         r.expect(2);
@@ -253,9 +257,13 @@ async fn exit_codes_for_bad_usage_bad_config_and_api_failures() {
         r.stderr
     );
 
-    // --config.file before the subcommand works as well.
+    // --config.file before the subcommand works as well, and the lookup flags go before or
+    // after the subcommand's own.
     let flag = format!("--config.file={}", s.config.display());
     run(None, &[&flag, "pool", "show", &code]).await.expect(0);
+    let r = run(cfg, &["pool", "--output=json", "show", &code]).await;
+    r.expect(0);
+    r.json();
     run(None, &[&flag, "backfill", "--days=2", "--months=0"])
         .await
         .expect(0);
@@ -302,4 +310,55 @@ async fn exit_codes_for_bad_usage_bad_config_and_api_failures() {
     );
     assert!(!r.stderr.contains("not-the-secret-0123"));
     no_secret(&sim, &r);
+}
+
+/// `tibiotctl --help` lists the operator commands; each command's help shows only its flags,
+/// grouped under headings.
+#[tokio::test]
+async fn help_lists_the_commands_and_groups_the_flags() {
+    let r = run(None, &["--help"]).await;
+    r.expect(0);
+    for cmd in ["pool", "card", "batch", "backfill", "guard"] {
+        assert!(
+            r.stdout.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "{cmd} missing:\n{}",
+            r.stdout
+        );
+    }
+    assert!(r.stdout.contains("Global options:"), "{}", r.stdout);
+    let r = run(None, &["pool", "show", "--help"]).await;
+    r.expect(0);
+    for heading in [
+        "API:",
+        "Output:",
+        "Global options:",
+        "--account",
+        "--output",
+        "--timeout",
+    ] {
+        assert!(r.stdout.contains(heading), "{heading}:\n{}", r.stdout);
+    }
+    let r = run(None, &["backfill", "--help"]).await;
+    r.expect(0);
+    assert!(!r.stdout.contains("--output"), "{}", r.stdout);
+    assert!(r.stdout.contains("--account"), "{}", r.stdout);
+    let r = run(None, &["guard", "--help"]).await;
+    r.expect(0);
+    for want in [
+        "Guard:",
+        "Web:",
+        "Logging:",
+        "--guard.file",
+        "--web.config.file",
+        "--timeout",
+    ] {
+        assert!(r.stdout.contains(want), "{want}:\n{}", r.stdout);
+    }
+    for unwanted in ["--account", "--output", "--web.max-requests=", "--days"] {
+        assert!(!r.stdout.contains(unwanted), "{unwanted}:\n{}", r.stdout);
+    }
+    // Only the guard serves HTTP: nobody else has --web.* flags.
+    let r = run(None, &["card", "network", "--help"]).await;
+    r.expect(0);
+    assert!(!r.stdout.contains("--web."), "{}", r.stdout);
 }
