@@ -277,7 +277,7 @@ def main():
         mem10k = (rss, hwm)
         # ---------------------------------------------------------------- landing page
         # Same warm exporter (after the memory reading, so the page does not count in (d)).
-        landing_rows(row, f"http://{addr}", reps, log)
+        landing_rows(row, f"http://{addr}", reps, log, pid=p.pid)
         stop(p)
 
         # ---------------------------------------------------------------- (c) calls per hour

@@ -432,12 +432,48 @@ impl CardFacts<'_> {
     }
 }
 
+/// Problems as they are found: per kind, how many, and the first [`GROUP_ITEMS`] — built
+/// only when kept, so 10,000 failing cards cost a count, not 10,000 lines of text.
+#[derive(Default)]
+struct Problems {
+    groups: Vec<ProblemGroup>,
+}
+
+impl Problems {
+    fn add(&mut self, kind: ProblemKind, level: Level, make: impl FnOnce() -> Problem) {
+        let i = match self.groups.iter().position(|g| g.kind == kind) {
+            Some(i) => i,
+            None => {
+                self.groups.push(ProblemGroup {
+                    kind,
+                    level,
+                    items: Vec::new(),
+                    total: 0,
+                });
+                self.groups.len() - 1
+            }
+        };
+        let g = &mut self.groups[i];
+        g.total += 1;
+        g.level = g.level.min(level);
+        if g.items.len() < GROUP_ITEMS {
+            g.items.push(make());
+        }
+    }
+
+    /// The groups, worst first.
+    fn into_groups(mut self) -> Vec<ProblemGroup> {
+        self.groups.sort_by_key(|g| (g.level, g.kind));
+        self.groups
+    }
+}
+
 fn pool_row(
     account: &str,
     p: &TargetSnap,
     cal: &ApiCalendar,
     now: f64,
-    problems: &mut Vec<(ProblemKind, Problem)>,
+    problems: &mut Problems,
 ) -> PoolRow {
     let v = p.value::<PoolValues>();
     let used = v.and_then(|v| v.used_bytes);
@@ -468,15 +504,12 @@ fn pool_row(
     let mut level: Option<Level> = None;
     let mut add = |kind: ProblemKind, l: Level, detail: String| {
         level = Some(level.map_or(l, |x| x.min(l)));
-        problems.push((
-            kind,
-            Problem {
-                level: l,
-                account: account.to_owned(),
-                subject: Subject::Pool(code.clone()),
-                detail,
-            },
-        ));
+        problems.add(kind, l, || Problem {
+            level: l,
+            account: account.to_owned(),
+            subject: Subject::Pool(code.clone()),
+            detail,
+        });
     };
     if let (Some(pc), Some(u), Some(c)) = (pct, used, capacity) {
         let forecast = days_to_exhaustion
@@ -568,6 +601,23 @@ fn pool_row(
     }
 }
 
+/// Records a failing collection (when `h` says the latest attempt failed).
+fn note_failing(
+    problems: &mut Problems,
+    account: &str,
+    subject: impl FnOnce() -> Subject,
+    what: &str,
+    h: &Health,
+    fetched_at: Option<f64>,
+    now: f64,
+) {
+    if h.attempted && !h.ok {
+        problems.add(ProblemKind::CollectionFailing, Level::Warning, || {
+            failing_problem(account, subject(), what, h, fetched_at, now)
+        });
+    }
+}
+
 fn failing_problem(
     account: &str,
     subject: Subject,
@@ -575,10 +625,7 @@ fn failing_problem(
     h: &Health,
     fetched_at: Option<f64>,
     now: f64,
-) -> Option<Problem> {
-    if !h.attempted || h.ok {
-        return None;
-    }
+) -> Problem {
     let served = match fetched_at {
         Some(t) => format!(
             "; serving values from {} ago",
@@ -586,12 +633,12 @@ fn failing_problem(
         ),
         None => "; no values served".into(),
     };
-    Some(Problem {
+    Problem {
         level: Level::Warning,
         account: account.to_owned(),
         subject,
         detail: format!("{what}: {}{served}", error_text(h.error.as_deref())),
-    })
+    }
 }
 
 /// Builds the page's view of `snap`. This is the one function that reads the collection
@@ -599,7 +646,7 @@ fn failing_problem(
 pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
     let now = snap.now_unix;
     let query = &ctx.query;
-    let mut problems: Vec<(ProblemKind, Problem)> = Vec::new();
+    let mut problems = Problems::default();
     let mut accounts = Vec::with_capacity(snap.accounts.len());
     let mut pools = Vec::new();
     let mut facts: Vec<CardFacts<'_>> =
@@ -607,15 +654,12 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
     let (mut pending, mut failing, mut targets) = (0usize, 0usize, 0usize);
 
     if !ctx.reload_ok {
-        problems.push((
-            ProblemKind::ReloadFailed,
-            Problem {
-                level: Level::Warning,
-                account: String::new(),
-                subject: Subject::Account,
-                detail: "the latest reload of the configuration failed; the previous one is in use (see the log)".into(),
-            },
-        ));
+        problems.add(ProblemKind::ReloadFailed, Level::Warning, || Problem {
+            level: Level::Warning,
+            account: String::new(),
+            subject: Subject::Account,
+            detail: "the latest reload of the configuration failed; the previous one is in use (see the log)".into(),
+        });
     }
 
     for a in &snap.accounts {
@@ -652,28 +696,28 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
                 tally(h, &mut row);
             }
             pools.push(pool_row(name, p, &ctx.calendar, now, &mut problems));
+            let subject = || Subject::Pool(p.id().to_owned());
             let at = p.value.as_ref().map(|v| v.at_unix);
-            if let Some(x) = failing_problem(
+            note_failing(
+                &mut problems,
                 name,
-                Subject::Pool(p.id().to_owned()),
+                subject,
                 "pool detail",
                 &p.health,
                 at,
                 now,
-            ) {
-                problems.push((ProblemKind::CollectionFailing, x));
-            }
-            if let Some((view, h)) = &p.history
-                && let Some(x) = failing_problem(
+            );
+            if let Some((view, h)) = &p.history {
+                let at = view.last_success;
+                note_failing(
+                    &mut problems,
                     name,
-                    Subject::Pool(p.id().to_owned()),
+                    subject,
                     "pool usage history",
                     h,
-                    view.last_success,
+                    at,
                     now,
-                )
-            {
-                problems.push((ProblemKind::CollectionFailing, x));
+                );
             }
         }
         for c in a_cards {
@@ -700,70 +744,56 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
                 failing: (c.health.attempted && !c.health.ok) || hist_failing,
                 pending: !c.health.attempted,
             };
+            let subject = || Subject::Card(c.id().to_owned());
+            let usage = || {
+                format!(
+                    "{} used this cycle, {:.0}% of its {} cap",
+                    bytes(f.cycle),
+                    pc.unwrap_or(0.0),
+                    bytes(cap.unwrap_or(0.0))
+                )
+            };
+            let card = |level: Level, detail: String| Problem {
+                level,
+                account: name.to_owned(),
+                subject: subject(),
+                detail,
+            };
             if f.over_cap {
-                problems.push((
-                    ProblemKind::CardOverCap,
-                    Problem {
-                        level: Level::Critical,
-                        account: name.to_owned(),
-                        subject: Subject::Card(c.id().to_owned()),
-                        detail: format!(
-                            "{} used this cycle, {:.0}% of its {} cap",
-                            bytes(f.cycle),
-                            pc.unwrap_or(0.0),
-                            bytes(cap.unwrap_or(0.0))
-                        ),
-                    },
-                ));
+                problems.add(ProblemKind::CardOverCap, Level::Critical, || {
+                    card(Level::Critical, usage())
+                });
             } else if f.near_cap {
-                problems.push((
-                    ProblemKind::CardNearCap,
-                    Problem {
-                        level: Level::Warning,
-                        account: name.to_owned(),
-                        subject: Subject::Card(c.id().to_owned()),
-                        detail: format!(
-                            "{} used this cycle, {:.0}% of its {} cap",
-                            bytes(f.cycle),
-                            pc.unwrap_or(0.0),
-                            bytes(cap.unwrap_or(0.0))
-                        ),
-                    },
-                ));
+                problems.add(ProblemKind::CardNearCap, Level::Warning, || {
+                    card(Level::Warning, usage())
+                });
             }
             if f.abnormal {
-                problems.push((
-                    ProblemKind::CardAbnormal,
-                    Problem {
-                        level: Level::Warning,
-                        account: name.to_owned(),
-                        subject: Subject::Card(c.id().to_owned()),
-                        detail: "card status abnormal".into(),
-                    },
-                ));
+                problems.add(ProblemKind::CardAbnormal, Level::Warning, || {
+                    card(Level::Warning, "card status abnormal".into())
+                });
             }
             let at = c.value.as_ref().map(|v| v.at_unix);
-            if let Some(x) = failing_problem(
+            note_failing(
+                &mut problems,
                 name,
-                Subject::Card(c.id().to_owned()),
+                subject,
                 "card detail",
                 &c.health,
                 at,
                 now,
-            ) {
-                problems.push((ProblemKind::CollectionFailing, x));
-            }
-            if let Some((view, h)) = &c.history
-                && let Some(x) = failing_problem(
+            );
+            if let Some((view, h)) = &c.history {
+                let at = view.last_success;
+                note_failing(
+                    &mut problems,
                     name,
-                    Subject::Card(c.id().to_owned()),
+                    subject,
                     "card usage history",
                     h,
-                    view.last_success,
+                    at,
                     now,
-                )
-            {
-                problems.push((ProblemKind::CollectionFailing, x));
+                );
             }
             facts.push(f);
         }
@@ -780,46 +810,22 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
                 (ProblemKind::AccountErrors, Level::Warning)
             };
             row.level = Some(level);
-            problems.push((
-                kind,
-                Problem {
-                    level,
-                    account: name.to_owned(),
-                    subject: Subject::Account,
-                    detail: format!(
-                        "the latest upstream request failed{why}; {} of {attempted} collections ok",
-                        row.ok
-                    ),
-                },
-            ));
+            problems.add(kind, level, || Problem {
+                level,
+                account: name.to_owned(),
+                subject: Subject::Account,
+                detail: format!(
+                    "the latest upstream request failed{why}; {} of {attempted} collections ok",
+                    row.ok
+                ),
+            });
         }
         pending += row.pending;
         failing += row.failing;
         targets += row.pending + row.ok + row.failing;
         accounts.push(row);
     }
-
-    // Group the problems by kind, worst first; within a kind in target order.
-    problems.sort_by_key(|(k, p)| (*k, p.level));
-    let mut groups: Vec<ProblemGroup> = Vec::new();
-    for (kind, p) in problems {
-        match groups.last_mut() {
-            Some(g) if g.kind == kind => {
-                g.level = g.level.min(p.level);
-                g.total += 1;
-                if g.items.len() < GROUP_ITEMS {
-                    g.items.push(p);
-                }
-            }
-            _ => groups.push(ProblemGroup {
-                kind,
-                level: p.level,
-                items: vec![p],
-                total: 1,
-            }),
-        }
-    }
-    groups.sort_by_key(|g| (g.level, g.kind));
+    let groups = problems.into_groups();
 
     // Pools: the worst first, then the fullest.
     pools.sort_by(|a, b| {
