@@ -9,6 +9,9 @@ timeout 120 python3 tests/py/independent_client.py target/debug/tibiot-exporter
 # The ops kit: dashboards, rules and deploy files (static), then every dashboard query and the
 # alerts against a real Prometheus scraping `tibiot-exporter demo`.
 scripts/ops/check.sh target/debug/tibiot-exporter
+# Scale-out with real parts: two shards and one unsharded exporter against one simulator, a
+# Prometheus agent remote-writing the shards to VictoriaMetrics; the union must be the whole.
+scripts/scaleout/check.sh target/debug/tibiot-exporter
 # The guard end to end, time-compressed: a simulator with a runaway card, the exporter, a real
 # Prometheus with the shipped rules, a real Alertmanager with the shipped routes, and
 # `tibiotctl guard` in enforce mode (tests/e2e/guard_e2e.py says how time is compressed).

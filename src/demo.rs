@@ -283,7 +283,14 @@ pub fn run(flags: DemoFlags, log: LogFlags, web: WebFlags) -> ExitCode {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
         }
-        let code = run_server(config, None, listener, web.server_options(None)).await;
+        let code = run_server(
+            config,
+            None,
+            listener,
+            web.server_options(None),
+            crate::http::Shard::default(),
+        )
+        .await;
         sim.shutdown().await;
         code
     })

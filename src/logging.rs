@@ -56,6 +56,31 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
     Ok(())
 }
 
+/// Logs an upstream answer that exceeded the exporter's bounds (docs/metrics.md, "Bounds"):
+/// the label values cut (name and original length in bytes) and the card statuses folded
+/// into `status="other"`.
+pub fn bounded(
+    account: &str,
+    kind: &str,
+    target: &str,
+    truncated: &[(&str, usize)],
+    folded_statuses: usize,
+) {
+    let labels = truncated
+        .iter()
+        .map(|(label, len)| format!("{label}:{len}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    tracing::warn!(
+        account,
+        kind,
+        target,
+        truncated_labels = labels,
+        folded_statuses,
+        "upstream answer exceeds the exporter's bounds; values were cut"
+    );
+}
+
 /// Logs one failed upstream fetch.
 pub fn fetch_failed(
     account: &str,

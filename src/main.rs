@@ -33,7 +33,7 @@ enum Command {
         web_config_file: Option<PathBuf>,
     },
     /// Run the embedded TIBIOT simulator (prints one JSON line, then serves until SIGINT/SIGTERM).
-    Simulate(tibiot_sim::cli::SimulateArgs),
+    Simulate(Box<tibiot_sim::cli::SimulateArgs>),
     /// Simulator + exporter with a generated configuration: zero setup.
     Demo(tibiot_exporter::demo::DemoFlags),
 }
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
             web_config_file,
         }) => check_config(&config_file, web_config_file.as_deref()),
         None => tibiot_exporter::serve::run(cli.serve),
-        Some(Command::Simulate(args)) => tibiot_sim::cli::run(args),
+        Some(Command::Simulate(args)) => tibiot_sim::cli::run(*args),
         Some(Command::Demo(d)) => tibiot_exporter::demo::run(d, cli.serve.log, cli.serve.web),
     }
 }

@@ -7,7 +7,7 @@
 //! connection admission and request limits from [`WebFlags`]).
 
 use crate::config::Config;
-use crate::http::{App, Loader, router};
+use crate::http::{App, Loader, Shard, router};
 use crate::logging::{self, LogFormat};
 use axum::Router;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,14 @@ pub struct ServeFlags {
     pub web_config_file: Option<PathBuf>,
     #[command(flatten)]
     pub web: WebFlags,
+    /// This replica's shard, 0 to --total-shards − 1 (or a StatefulSet pod name such as
+    /// tibiot-exporter-2: the number after its last '-'). It collects and serves only the
+    /// targets whose stable hash falls on it.
+    #[arg(long = "shard", default_value = "0", value_name = "N", value_parser = crate::collect::shard::parse_shard)]
+    pub shard: u32,
+    /// How many replicas share the targets (1: this one serves them all).
+    #[arg(long = "total-shards", default_value_t = 1, value_name = "M")]
+    pub total_shards: u32,
     #[command(flatten)]
     pub log: LogFlags,
 }
@@ -195,6 +203,13 @@ pub fn run(flags: ServeFlags) -> ExitCode {
         eprintln!("error: invalid {e}");
         return ExitCode::from(2);
     }
+    let shard = match Shard::new(flags.shard, flags.total_shards) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     crate::sys::limit_malloc_arenas();
     let path = flags.config_file.clone();
     let loader: Loader = Arc::new(move || Config::load(&path));
@@ -214,19 +229,20 @@ pub fn run(flags: ServeFlags) -> ExitCode {
             }
         };
         let web = flags.web.server_options(flags.web_config_file.as_deref());
-        run_server(config, Some(loader), listener, web).await
+        run_server(config, Some(loader), listener, web, shard).await
     })
 }
 
 /// Serves `config` on `listener` with the web server `options` until SIGTERM/SIGINT; SIGHUP
-/// reloads through `loader`.
+/// reloads through `loader`; `shard`: the targets this replica owns.
 pub async fn run_server(
     config: Config,
     loader: Option<Loader>,
     listener: TcpListener,
     web: tibiot_web::ServerOptions,
+    shard: Shard,
 ) -> ExitCode {
-    let app = match App::new(config, loader) {
+    let app = match App::sharded(config, loader, shard) {
         Ok(app) => app,
         Err(e) => {
             eprintln!("error: invalid configuration: {e}");
@@ -237,6 +253,13 @@ pub async fn run_server(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    if shard.is_sharded() {
+        tracing::info!(
+            shard = shard.shard,
+            total_shards = shard.total,
+            "serving one shard: only the targets whose hash falls on it"
+        );
+    }
     tracing::info!(address = %addr, version = crate::metrics::VERSION, "listening");
     spawn_sighup(app.clone());
     warn_if_few_file_descriptors(web.limits.max_connections);

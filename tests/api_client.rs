@@ -670,17 +670,18 @@ async fn a_retry_backoff_holds_no_slot_and_a_retry_pays_a_rate_token() {
     let sim = sim(SimOptions::default()).await;
     let ep = Endpoint::PoolDetail;
 
-    // One slot. POOL-0001 is told to come back in 3 s; while it waits, POOL-0002 gets the
-    // slot and is answered: it finishes first.
+    // One slot, backoffs of 1-2 s. POOL-0001 fails once with HTTP 500; while it backs off,
+    // POOL-0002 gets the slot and is answered: it finishes first.
     let one_slot = Arc::new(Gate::new(1, 0));
-    let c = gated(&sim, &one_slot);
-    sim.set_fault(
-        FaultRule::new(Fault::RateLimited {
-            retry_after_secs: 3,
-        })
-        .target("POOL-0001")
-        .times(1),
-    );
+    let mut o = options(&sim);
+    o.gate = Some(one_slot.clone());
+    o.retry = RetryPolicy {
+        max_attempts: 2,
+        base_backoff: Duration::from_secs(2),
+        max_backoff: Duration::from_secs(2),
+    };
+    let c = Client::new(o).unwrap();
+    sim.set_fault(FaultRule::new(Fault::Http500).target("POOL-0001").times(1));
     let slow = tokio::spawn({
         let c = c.clone();
         async move { c.get(Query::pool_detail("POOL-0001"), deadline()).await }
@@ -713,6 +714,77 @@ async fn a_retry_backoff_holds_no_slot_and_a_retry_pays_a_rate_token() {
         took >= Duration::from_millis(900),
         "the retry went out {took:?} after the first attempt, without a rate token"
     );
+}
+
+/// A 429 with `Retry-After` pauses the whole account: no request of any target passes the
+/// gate before the time the API named; then both are answered.
+#[tokio::test]
+async fn a_retry_after_pauses_every_request_of_the_gate() {
+    let sim = sim(SimOptions::default()).await;
+    let ep = Endpoint::PoolDetail;
+    let gate = Arc::new(Gate::new(4, 0));
+    let c = gated(&sim, &gate);
+    sim.set_fault(
+        FaultRule::new(Fault::RateLimited {
+            retry_after_secs: 2,
+        })
+        .target("POOL-0001")
+        .times(1),
+    );
+    let first = tokio::spawn({
+        let c = c.clone();
+        async move { c.get(Query::pool_detail("POOL-0001"), deadline()).await }
+    });
+    let until = loop {
+        if let Some(u) = gate.paused_until() {
+            break u;
+        }
+        assert!(!first.is_finished(), "no pause was remembered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    c.get(Query::pool_detail("POOL-0002"), deadline())
+        .await
+        .unwrap();
+    assert!(
+        Instant::now() >= until,
+        "POOL-0002 was answered before the pause ended"
+    );
+    first.await.unwrap().unwrap();
+    assert_eq!(sim.requests_for(ep, "POOL-0001"), 2);
+    assert_eq!(sim.requests_for(ep, "POOL-0002"), 1);
+}
+
+/// When the deadline ends the retries, the error is the failure that caused them.
+#[tokio::test]
+async fn the_error_is_the_last_real_failure_not_the_deadline() {
+    let sim = sim(SimOptions::default()).await;
+    let c = client(&sim);
+    // HTTP 500, then a retry that the deadline cuts short
+    sim.set_fault(FaultRule::new(Fault::Slow(Duration::from_secs(30))).target("POOL-0001"));
+    sim.set_fault(FaultRule::new(Fault::Http500).target("POOL-0001").times(1));
+    let e = c
+        .get(
+            Query::pool_detail("POOL-0001"),
+            Instant::now() + Duration::from_secs(2),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ApiError::Http { status: 500, .. }), "{e:?}");
+    assert_eq!(sim.requests_for(Endpoint::PoolDetail, "POOL-0001"), 2);
+    // HTTP 500, then a retry that cannot get into the gate before the deadline (one request
+    // per second: the retry's token comes after the deadline)
+    let gate = Arc::new(Gate::new(4, 1));
+    let c = gated(&sim, &gate);
+    sim.set_fault(FaultRule::new(Fault::Http500).target("POOL-0002").times(1));
+    let e = c
+        .get(
+            Query::pool_detail("POOL-0002"),
+            Instant::now() + Duration::from_millis(600),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ApiError::Http { status: 500, .. }), "{e:?}");
+    assert_eq!(sim.requests_for(Endpoint::PoolDetail, "POOL-0002"), 1);
 }
 
 #[tokio::test]

@@ -92,6 +92,10 @@ impl<'a> Raw<'a> {
         if !self.sent_query.is_empty() {
             url = format!("{url}?{}", self.sent_query);
         }
+        // reqwest's TLS takes the process's rustls provider
+        tibiot_api::client::install_crypto_provider();
+        // reqwest's TLS takes the process's rustls provider
+        tibiot_api::client::install_crypto_provider();
         let http = reqwest::Client::new();
         let mut req = if self.method == "POST" {
             http.post(url)
@@ -231,6 +235,8 @@ async fn signature_covers_the_path_prefix() {
     let (_, body) = r.send(&sim).await;
     assert_eq!(body["code"], 401);
     // outside the prefix there is nothing
+    // reqwest's TLS takes the process's rustls provider
+    tibiot_api::client::install_crypto_provider();
     let resp = reqwest::get(format!("http://{}{DETAIL}?poolCode=POOL-0001", sim.addr()))
         .await
         .unwrap();
@@ -244,6 +250,8 @@ async fn simulator_http_answers() {
         ..SimOptions::default()
     })
     .await;
+    // reqwest's TLS takes the process's rustls provider
+    tibiot_api::client::install_crypto_provider();
     let http = reqwest::Client::new();
     let base = format!("http://{}", sim.addr());
     // trace ids are unique

@@ -1,6 +1,7 @@
 //! `/metrics` over real HTTP against the real simulator: every family of docs/metrics.md with the
-//! simulator's values × 1024, failing and slow targets within the deadline, stale handling,
-//! shared in-flight fetches and the TTL cache, and a clean `promtool check metrics`.
+//! simulator's values × 1024, failing and slow targets within the deadline (a slow one pending,
+//! not failed), stale handling, shared fetches and the TTL cache, closed history periods
+//! fetched once, a remembered `Retry-After`, and a clean `promtool check metrics`.
 
 mod exporter_support;
 
@@ -20,7 +21,10 @@ async fn every_family_holds_the_simulators_values() {
     let sim = sim(SimOptions::default()).await;
     sim.freeze_clock(None);
     let (pools, cards) = (sim.pools(), sim.cards());
-    let server = Server::start(&config_yaml(&sim, &pools, &cards, HISTORY), None).await;
+    // A request budget, so that the allowed rate is served (it is absent when unlimited).
+    let yaml = config_yaml(&sim, &pools, &cards, HISTORY)
+        .replace("requests_per_second: 0", "requests_per_second: 1000");
+    let server = Server::start(&yaml, None).await;
     let (status, text) = get(&server.url("/metrics")).await;
     assert_eq!(status, 200);
     let s = parse(&text);
@@ -216,50 +220,88 @@ async fn failing_and_slow_targets_do_not_fail_the_scrape() {
         "  timeout: 10s\n  timeout_offset: 500ms\n  concurrency: 64\n  history: {pool_days: 30, pool_months: 12}\n",
     );
     let server = Server::start(&yaml, None).await;
-    // Prometheus says its scrape times out after 2 s: the exporter answers within 1.5 s.
-    let started = Instant::now();
-    let r = client()
-        .get(server.url("/metrics"))
-        .header("X-Prometheus-Scrape-Timeout-Seconds", "2")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
-    let took = started.elapsed();
+    // Prometheus says its scrape times out after 2 s: the exporter answers within 1.5 s
+    // (plus a margin for a busy machine), whatever the slow pool does.
+    let scrape = || async {
+        let started = Instant::now();
+        let r = client()
+            .get(server.url("/metrics"))
+            .header("X-Prometheus-Scrape-Timeout-Seconds", "2")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        (parse(&text), started.elapsed())
+    };
+    let (_, took) = scrape().await;
     assert!(took < Duration::from_millis(1500 + 1000), "took {took:?}");
-    let s = parse(&text);
+    // Every fetch but the slow pool's completes: the failing pool reports its failure, the
+    // slow one is still pending (no result yet, counted as pending), the others succeed.
+    let settled = |s: &[Sample]| {
+        pools.iter().all(|p| {
+            let ok = value(
+                s,
+                "tibiot_collect_success",
+                &[("kind", "pool"), ("target", p.as_str())],
+            );
+            let hist = value(
+                s,
+                "tibiot_collect_success",
+                &[("kind", "pool_history"), ("target", p.as_str())],
+            );
+            let want = if *p == failing {
+                Some(0.0)
+            } else if *p == slow {
+                None
+            } else {
+                Some(1.0)
+            };
+            ok == want && hist == want
+        }) && cards
+            .iter()
+            .all(|c| value(s, "tibiot_collect_success", &[("target", c.as_str())]) == Some(1.0))
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    let s = loop {
+        let (s, _) = scrape().await;
+        if settled(&s) {
+            break s;
+        }
+        assert!(
+            Instant::now() < end,
+            "targets never settled: {:?}",
+            find(&s, "tibiot_collect_success", &[])
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     for p in &pools {
-        let ok = value(
-            &s,
-            "tibiot_collect_success",
-            &[("kind", "pool"), ("target", p.as_str())],
-        );
         let used = value(&s, "tibiot_pool_used_bytes", &[("pool", p.as_str())]);
-        let hist_ok = value(
-            &s,
-            "tibiot_collect_success",
-            &[("kind", "pool_history"), ("target", p.as_str())],
-        );
         let days = find(&s, "tibiot_pool_daily_usage_bytes", &[("pool", p.as_str())]).len();
         if *p == failing || *p == slow {
-            assert_eq!(ok, Some(0.0), "{p}");
             assert_eq!(used, None, "{p}");
-            // Every request about these two pools fails or is slow, history included.
-            assert_eq!(hist_ok, Some(0.0), "{p}");
             assert_eq!(days, 0, "{p}");
         } else {
             // The slow and the failing pool do not hold up the others' history.
-            assert_eq!(ok, Some(1.0), "{p}");
             assert!(used.is_some(), "{p}");
-            assert_eq!(hist_ok, Some(1.0), "{p}");
             assert_eq!(days, 30, "{p}");
         }
     }
-    for c in &cards {
-        let ok = value(&s, "tibiot_collect_success", &[("target", c.as_str())]);
-        assert_eq!(ok, Some(1.0));
-    }
+    // The slow pool's detail and history are pending, not failed.
+    let pending = |kind: &str| {
+        value(
+            &s,
+            "tibiot_collect_pending_targets",
+            &[("account", "test"), ("kind", kind)],
+        )
+    };
+    assert!(
+        pending("pool").is_some_and(|n| n >= 1.0),
+        "{:?}",
+        pending("pool")
+    );
+    assert!(pending("pool_history").is_some_and(|n| n >= 1.0));
+    assert_eq!(pending("card"), Some(0.0));
     // The failures are counted by outcome.
     let http_errors = value(
         &s,
@@ -270,50 +312,76 @@ async fn failing_and_slow_targets_do_not_fail_the_scrape() {
     assert_eq!(value(&s, "tibiot_up", &[]).map(|v| v <= 1.0), Some(true));
 }
 
+/// A pool whose refresh starts failing keeps serving its last good values until they are
+/// `stale_after` old, then drops them (the failure stays reported); a later success brings
+/// them back. Refreshes run while scrapes keep coming, so the test only scrapes and waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_pool_keeps_its_values_until_stale_after() {
     let sim = sim(SimOptions::default()).await;
     let pool = sim.pools()[2].clone();
+    let stale_after = 6.0;
     let yaml = config_yaml(
         &sim,
         std::slice::from_ref(&pool),
         &[],
-        "  pool_ttl: 1s\n  stale_after: 3s\n  timeout: 5s\n  history: {pool_days: 0, pool_months: 0}\n",
+        "  pool_ttl: 1s\n  stale_after: 6s\n  timeout: 5s\n  history: {pool_days: 0, pool_months: 0}\n",
     );
     let server = Server::start(&yaml, None).await;
     let l = [("pool", pool.as_str())];
     let ok = [("kind", "pool"), ("target", pool.as_str())];
-    let s = parse(&get(&server.url("/metrics")).await.1);
-    let fetched = Instant::now();
+    let scrape = || async { parse(&get(&server.url("/metrics")).await.1) };
+    let s = scrape().await;
     assert!(value(&s, "tibiot_pool_used_bytes", &l).is_some());
     assert_eq!(value(&s, "tibiot_collect_success", &ok), Some(1.0));
 
     sim.set_fault(FaultRule::new(Fault::BusinessError).target(pool.clone()));
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    // Past the TTL: fetched again, fails, the last good values are still served.
-    let s = parse(&get(&server.url("/metrics")).await.1);
-    assert_eq!(value(&s, "tibiot_collect_success", &ok), Some(0.0));
-    assert!(
-        fetched.elapsed() < Duration::from_secs(3),
-        "test too slow to check"
-    );
-    assert!(value(&s, "tibiot_pool_used_bytes", &l).is_some());
-    assert!(value(&s, "tibiot_pool_info", &l).is_some());
-
-    // Past stale_after: the values are gone, the failure is still reported.
-    let wait = Duration::from_millis(3200).saturating_sub(fetched.elapsed());
-    tokio::time::sleep(wait).await;
-    let s = parse(&get(&server.url("/metrics")).await.1);
-    assert_eq!(value(&s, "tibiot_collect_success", &ok), Some(0.0));
-    assert_eq!(value(&s, "tibiot_pool_used_bytes", &l), None);
-    assert_eq!(value(&s, "tibiot_pool_info", &l), None);
-    assert!(find(&s, "tibiot_pool_status_cards", &l).is_empty());
+    // The next refresh fails; while the last good value is younger than stale_after it is
+    // still served.
+    let (mut failed_while_fresh, mut gone) = (false, false);
+    let end = Instant::now() + Duration::from_secs(60);
+    while !(failed_while_fresh && gone) {
+        assert!(
+            Instant::now() < end,
+            "failed while fresh: {failed_while_fresh}, dropped: {gone}"
+        );
+        let s = scrape().await;
+        if value(&s, "tibiot_collect_success", &ok) == Some(0.0) {
+            match value(&s, "tibiot_collect_last_success_timestamp_seconds", &ok) {
+                // the value's age as the exporter reports it
+                Some(at) if unix_now() - at < stale_after - 1.0 => {
+                    assert!(value(&s, "tibiot_pool_used_bytes", &l).is_some());
+                    assert!(value(&s, "tibiot_pool_info", &l).is_some());
+                    failed_while_fresh = true;
+                }
+                Some(_) => {}
+                None => {
+                    // Past stale_after: the values are gone, the failure is still reported.
+                    assert_eq!(value(&s, "tibiot_pool_used_bytes", &l), None);
+                    assert_eq!(value(&s, "tibiot_pool_info", &l), None);
+                    assert!(find(&s, "tibiot_pool_status_cards", &l).is_empty());
+                    gone = true;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Recovery: the next fetch after the fault is cleared serves fresh values.
     sim.clear_faults();
-    let s = parse(&get(&server.url("/metrics")).await.1);
-    assert_eq!(value(&s, "tibiot_collect_success", &ok), Some(1.0));
-    assert!(value(&s, "tibiot_pool_used_bytes", &l).is_some());
+    let back = eventually(Duration::from_secs(60), || async {
+        let s = scrape().await;
+        value(&s, "tibiot_collect_success", &ok) == Some(1.0)
+            && value(&s, "tibiot_pool_used_bytes", &l).is_some()
+    })
+    .await;
+    assert!(back, "the pool never recovered");
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,6 +430,7 @@ async fn concurrent_scrapes_share_fetches_and_the_ttl_prevents_refetching() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_days_and_months_are_fetched_once() {
     let sim = sim(SimOptions::default()).await;
+    sim.freeze_clock(None);
     let pools = sim.pools()[..3].to_vec();
     let yaml = config_yaml(
         &sim,
@@ -376,17 +445,26 @@ async fn closed_days_and_months_are_fetched_once() {
         find(&s, "tibiot_pool_monthly_usage_bytes", &[]).len(),
         3 * 4
     );
-    assert_eq!(sim.requests(Endpoint::PoolDayUsage), 3 * 10);
-    assert_eq!(sim.requests(Endpoint::PoolMonthUsage), 3 * 4);
+    let days = |p: &str| sim.requests_for(Endpoint::PoolDayUsage, p);
+    let months = |p: &str| sim.requests_for(Endpoint::PoolMonthUsage, p);
 
-    // After history_ttl only today and this month are fetched again; pool detail (1h TTL)
-    // and the closed periods are not.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    sim.reset_counters();
+    // While scrapes keep coming, today and this month are refreshed every history_ttl; pool
+    // detail (1h TTL) and the closed periods are not fetched again.
+    let refreshed = eventually(Duration::from_secs(60), || async {
+        let _ = get(&server.url("/metrics")).await;
+        pools
+            .iter()
+            .all(|p| days(p) >= 10 + 2 && months(p) >= 4 + 2)
+    })
+    .await;
+    assert!(refreshed, "today and this month were not refreshed");
+    for p in &pools {
+        // today and this month go together (one fetch of the pool's history)
+        let (d, m) = (days(p) - 10, months(p) - 4);
+        assert!(d.abs_diff(m) <= 1, "{p}: {d} day vs {m} month refreshes");
+        assert_eq!(sim.requests_for(Endpoint::PoolDetail, p), 1, "{p}");
+    }
     let s = parse(&get(&server.url("/metrics")).await.1);
-    assert_eq!(sim.requests(Endpoint::PoolDayUsage), 3);
-    assert_eq!(sim.requests(Endpoint::PoolMonthUsage), 3);
-    assert_eq!(sim.requests(Endpoint::PoolDetail), 0);
     assert_eq!(find(&s, "tibiot_pool_daily_usage_bytes", &[]).len(), 3 * 10);
     let today = format_day(sim.today());
     for p in &pools {
@@ -397,19 +475,18 @@ async fn closed_days_and_months_are_fetched_once() {
     }
 }
 
-/// With one request in flight allowed, a target told to come back in 3 s (429 with
-/// `Retry-After`) does not hold up the next target: it is fetched during the backoff and
-/// reported within the scrape's deadline; the first one lands after its retry.
+/// A `429` with `Retry-After` pauses the account: no request of it reaches the API before
+/// the time named (shown in `tibiot_api_paused_until_timestamp_seconds`), across scrapes;
+/// the targets waiting meanwhile are pending, not failed; then everything arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_target_in_retry_backoff_does_not_hold_up_the_others() {
+async fn a_remembered_retry_after_stops_requests_until_it_passes() {
     let sim = sim(SimOptions::default()).await;
-    let pools = sim.pools()[..2].to_vec();
-    let (waiting, other) = (pools[0].clone(), pools[1].clone());
+    let pools = sim.pools()[..3].to_vec();
     sim.set_fault(
         FaultRule::new(Fault::RateLimited {
             retry_after_secs: 3,
         })
-        .target(waiting.clone())
+        .target(pools[0].clone())
         .times(1),
     );
     let yaml = config_yaml(
@@ -435,18 +512,57 @@ async fn a_target_in_retry_backoff_does_not_hold_up_the_others() {
             &[("kind", "pool"), ("target", pool)],
         )
     };
-    // the scrape ends after 1.5 s, the retry comes after 3 s
-    let s = scrape().await;
-    assert_eq!(success(&s, &other), Some(1.0), "held up by the backoff");
-    assert!(value(&s, "tibiot_pool_used_bytes", &[("pool", other.as_str())]).is_some());
-    assert_eq!(success(&s, &waiting), Some(0.0));
-    // the retry lands: the waiting pool is served too, after exactly two requests
-    let landed = eventually(Duration::from_secs(10), || async {
-        success(&scrape().await, &waiting) == Some(1.0)
+    // The first pool (first in the queue) is told to come back in 3 s.
+    let end = Instant::now() + Duration::from_secs(30);
+    let paused_until = loop {
+        assert!(Instant::now() < end, "no pause was remembered");
+        let s = scrape().await;
+        let until = value(
+            &s,
+            "tibiot_api_paused_until_timestamp_seconds",
+            &[("account", "test")],
+        );
+        if let Some(u) = until.filter(|u| *u > 0.0) {
+            // meanwhile nothing failed: the other pools are pending
+            for pool in &pools[1..] {
+                assert_eq!(success(&s, pool), None, "{pool} during the pause");
+            }
+            let pending = value(
+                &s,
+                "tibiot_collect_pending_targets",
+                &[("account", "test"), ("kind", "pool")],
+            );
+            assert!(pending.is_some_and(|n| n >= 2.0), "pending {pending:?}");
+            break u;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let landed = eventually(Duration::from_secs(30), || async {
+        let s = scrape().await;
+        pools.iter().all(|p| success(&s, p) == Some(1.0))
     })
     .await;
-    assert!(landed, "the retried pool never arrived");
-    assert_eq!(sim.requests_for(Endpoint::PoolDetail, &waiting), 2);
+    assert!(landed, "the pools never arrived");
+    assert_eq!(sim.requests_for(Endpoint::PoolDetail, &pools[0]), 2);
+    // The simulator's own clock says when each of the other pools was asked for: not before
+    // the end of the pause.
+    let counters: serde_json::Value = client()
+        .get(format!("http://{}/-/counters?targets=1", sim.addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for pool in &pools[1..] {
+        let at = &counters["targets"]["pool_detail"][pool.as_str()];
+        assert_eq!(at[0], 1, "{pool}");
+        let asked = at[1].as_f64().unwrap();
+        assert!(
+            asked >= paused_until - 0.05,
+            "{pool} was asked for at {asked}, before the pause ended at {paused_until}"
+        );
+    }
 }
 
 /// Both formats of `/metrics` carry every family of the table once, with the table's help
@@ -457,7 +573,9 @@ async fn a_target_in_retry_backoff_does_not_hold_up_the_others() {
 async fn help_and_type_of_every_family_in_both_formats() {
     let sim = sim(SimOptions::default()).await;
     let (pools, cards) = (sim.pools(), sim.cards()[..8].to_vec());
-    let server = Server::start(&config_yaml(&sim, &pools, &cards, HISTORY), None).await;
+    let yaml = config_yaml(&sim, &pools, &cards, HISTORY)
+        .replace("requests_per_second: 0", "requests_per_second: 1000");
+    let server = Server::start(&yaml, None).await;
     let om = "application/openmetrics-text; version=1.0.0";
     for accept in [None, Some(om)] {
         let mut req = client().get(server.url("/metrics"));

@@ -1,4 +1,4 @@
-//! Fault injection (issue 7): every fault class of the simulator — latency beyond the
+//! Fault injection: every fault class of the simulator — latency beyond the
 //! deadline, HTTP 500, 429 with `Retry-After`, business errors, malformed JSON, truncated JSON,
 //! a connection reset, an oversized body — against every endpoint the exporter reads (pool
 //! detail, pool day usage, pool month usage, card detail, card day usage, card month usage),
@@ -7,22 +7,27 @@
 //! all rows run concurrently.
 //!
 //! For each row, three phases:
-//! 1. one target per endpoint has that endpoint fail: the scrape still answers 200 within the
-//!    deadline plus a margin; exactly the affected (kind, target) reports
+//! 1. one target per endpoint has that endpoint fail (TTLs of an hour, so each target is
+//!    fetched exactly once): the first scrape still answers 200 within the deadline plus a
+//!    margin; once the fetches completed, exactly the affected (kind, target) reports
 //!    `tibiot_collect_success 0` and the other kind of the same target and the control
 //!    targets report 1; `tibiot_api_requests_total{endpoint,outcome}` counts the right outcome
 //!    class; the simulator's counters show retries for retryable classes and a single
 //!    request for the others;
-//! 2. faults cleared: everything recovers (`tibiot_collect_success 1`, `tibiot_up 1`);
+//! 2. faults cleared and TTLs of a second (a reload): everything recovers
+//!    (`tibiot_collect_success 1`, `tibiot_up 1`);
 //! 3. every request of the account fails: `tibiot_up 0`, every detail reports 0, the last
-//!    good values are still served (within `stale_after`), and the scrape still answers 200.
+//!    good values are still served (within `stale_after`), and every scrape still answers 200.
 //!
-//! The exporter process must be alive at the end and its log must not hold the app secret.
+//! Every condition is waited for (scraping until it holds, with a generous deadline), never
+//! assumed after a fixed time: pending work is not failure, so a slow, loaded machine only
+//! makes the test take longer. The exporter process must be alive at the end and its log must
+//! not hold the app secret.
 
 mod fault_support;
 
 use fault_support::{Exporter, Metrics, closed_port, config_for, http, scrape};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tibiot_api::Endpoint;
 use tibiot_sim::{Fault, FaultRule, SimHandle, SimOptions};
 
@@ -50,9 +55,6 @@ struct Row {
     outcome: &'static str,
     /// Whether the client retries this class (then the simulator sees ≥ 2 requests).
     retryable: bool,
-    /// The fault outlives the deadline: the outcome is counted once the fetch gives up,
-    /// after the scrape answered.
-    slow: bool,
 }
 
 const ROWS: &[Row] = &[
@@ -61,14 +63,12 @@ const ROWS: &[Row] = &[
         fault: Fault::Slow(Duration::from_secs(8)),
         outcome: "timeout",
         retryable: false,
-        slow: true,
     },
     Row {
         name: "HTTP 500",
         fault: Fault::Http500,
         outcome: "http_error",
         retryable: true,
-        slow: false,
     },
     Row {
         name: "429 with Retry-After",
@@ -77,42 +77,36 @@ const ROWS: &[Row] = &[
         },
         outcome: "rate_limited",
         retryable: true,
-        slow: false,
     },
     Row {
         name: "business error",
         fault: Fault::BusinessError,
         outcome: "api_error",
         retryable: false,
-        slow: false,
     },
     Row {
         name: "malformed JSON",
         fault: Fault::Malformed,
         outcome: "decode_error",
         retryable: false,
-        slow: false,
     },
     Row {
         name: "truncated JSON",
         fault: Fault::Truncated,
         outcome: "decode_error",
         retryable: false,
-        slow: false,
     },
     Row {
         name: "connection reset",
         fault: Fault::ConnectionReset,
         outcome: "transport_error",
         retryable: true,
-        slow: false,
     },
     Row {
         name: "oversized body",
         fault: Fault::Oversized,
         outcome: "decode_error",
         retryable: false,
-        slow: false,
     },
 ];
 
@@ -130,12 +124,16 @@ fn calls_per_round(ep: Endpoint) -> u64 {
 
 /// Concurrency is above the number of faulted requests in flight at once (10), so that slow
 /// or backing-off requests, which hold their permit, cannot starve the control targets.
-fn collect_section() -> String {
+/// `ttl`: pool, card and history TTL.
+fn collect_section(ttl: &str) -> String {
     format!(
-        "collect:\n  timeout: {}ms\n  timeout_offset: 500ms\n  concurrency: 32\n  requests_per_second: 0\n  pool_ttl: 1s\n  card_ttl: 1s\n  history_ttl: 1s\n  stale_after: 1h\n  history: {{pool_days: 2, pool_months: 2, card_days: 2, card_months: 2}}\n",
+        "collect:\n  timeout: {}ms\n  timeout_offset: 500ms\n  concurrency: 32\n  requests_per_second: 0\n  pool_ttl: {ttl}\n  card_ttl: {ttl}\n  history_ttl: {ttl}\n  stale_after: 1h\n  history: {{pool_days: 2, pool_months: 2, card_days: 2, card_months: 2}}\n",
         DEADLINE.as_millis()
     )
 }
+
+/// How long a condition may take to come true (a generous bound for a loaded machine).
+const PATIENCE: Duration = Duration::from_secs(90);
 
 async fn start_sim() -> SimHandle {
     let opts = SimOptions {
@@ -162,30 +160,60 @@ impl Check<'_> {
         }
     }
 
-    /// Every kind (detail and history) of `pool` and `card` of `account` reports
-    /// `tibiot_collect_success` = `want`; `who` names them in a failure.
-    fn every_kind(
+    /// Scrapes until `cond` holds (every scrape must answer 200 within the deadline plus the
+    /// margin); returns the last scrape. When `PATIENCE` runs out, `cond`'s last complaint is
+    /// recorded as a failure.
+    async fn until(
         &mut self,
-        m: &Metrics,
-        who: &str,
-        (account, pool, card): (&str, &str, &str),
-        want: f64,
-    ) {
-        for (kind, t) in [
-            ("pool", pool),
-            ("pool_history", pool),
-            ("card", card),
-            ("card_history", card),
-        ] {
-            let got = m.value(
-                "tibiot_collect_success",
-                &[("account", account), ("kind", kind), ("target", t)],
-            );
-            self.that(got == Some(want), || {
-                format!("{who} {kind} {t}: collect_success = {got:?}, want {want}")
+        exporter: &Exporter,
+        what: &str,
+        mut cond: impl FnMut(&Metrics) -> Result<(), String>,
+    ) -> Metrics {
+        let client = http();
+        let end = Instant::now() + PATIENCE;
+        loop {
+            let (status, body, took) = scrape(&client, &exporter.url("/metrics"), &[]).await;
+            self.that(status == 200, || format!("{what}: status {status}"));
+            self.that(took < DEADLINE + MARGIN, || {
+                format!("{what}: a scrape took {took:?}")
             });
+            let m = Metrics::parse(&body);
+            match cond(&m) {
+                Ok(()) => return m,
+                Err(e) if Instant::now() >= end => {
+                    self.that(false, || format!("{what}: still {e} after {PATIENCE:?}"));
+                    return m;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
         }
     }
+}
+
+/// `Ok` when every kind (detail and history) of `pool` and `card` of `account` reports
+/// `tibiot_collect_success` = `want`, else what differs.
+fn every_kind(
+    m: &Metrics,
+    (account, pool, card): (&str, &str, &str),
+    want: f64,
+) -> Result<(), String> {
+    for (kind, t) in [
+        ("pool", pool),
+        ("pool_history", pool),
+        ("card", card),
+        ("card_history", card),
+    ] {
+        let got = m.value(
+            "tibiot_collect_success",
+            &[("account", account), ("kind", kind), ("target", t)],
+        );
+        if got != Some(want) {
+            return Err(format!(
+                "{kind} {t}: collect_success = {got:?}, want {want}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn success(m: &Metrics, kind: &str, target: &str) -> Option<f64> {
@@ -206,6 +234,16 @@ fn requests(m: &Metrics, account: &str, ep: Endpoint, outcome: &str) -> f64 {
     )
 }
 
+/// The other collection kind of the same target.
+fn other_kind(kind: &str) -> &'static str {
+    match kind {
+        "pool" => "pool_history",
+        "pool_history" => "pool",
+        "card" => "card_history",
+        _ => "card",
+    }
+}
+
 /// Runs one row; returns its failures.
 async fn run_row(row: &Row) -> Vec<String> {
     let sim = start_sim().await;
@@ -219,8 +257,8 @@ async fn run_row(row: &Row) -> Vec<String> {
             cards[i - 3].clone()
         }
     };
-    let config = format!(
-        "accounts:\n{}{}",
+    let accounts = format!(
+        "accounts:\n{}",
         config_for(
             "sim",
             &sim.base_url(),
@@ -228,52 +266,48 @@ async fn run_row(row: &Row) -> Vec<String> {
             sim.app_secret(),
             &pools,
             &cards
-        ),
-        collect_section()
+        )
     );
-    let exporter = Exporter::start(&config);
-    let client = http();
     let mut check = Check {
         row: row.name,
         failures: Vec::new(),
     };
 
-    // Phase 1: one target per endpoint fails.
+    // Phase 1: one target per endpoint fails; each target is fetched once.
     for (i, (ep, _)) in ENDPOINTS.iter().enumerate() {
         sim.set_fault(FaultRule::new(row.fault).endpoint(*ep).target(affected(i)));
     }
-    let (status, body, took) = scrape(&client, &exporter.url("/metrics"), &[]).await;
-    check.that(status == 200, || format!("phase 1 status {status}"));
-    check.that(took < DEADLINE + MARGIN, || {
-        format!("phase 1 scrape took {took:?}")
-    });
-    let m = Metrics::parse(&body);
-    for (i, (ep, kind)) in ENDPOINTS.iter().enumerate() {
+    let exporter = Exporter::start(&format!("{accounts}{}", collect_section("1h")));
+    let m = check
+        .until(&exporter, "phase 1", |m| {
+            for (i, (_, kind)) in ENDPOINTS.iter().enumerate() {
+                let t = affected(i);
+                let got = success(m, kind, &t);
+                if got != Some(0.0) {
+                    return Err(format!(
+                        "collect_success{{kind={kind},target={t}}} = {got:?}, want 0"
+                    ));
+                }
+                let other = other_kind(kind);
+                let got = success(m, other, &t);
+                if got != Some(1.0) {
+                    return Err(format!(
+                        "collect_success{{kind={other},target={t}}} = {got:?}, want 1"
+                    ));
+                }
+            }
+            every_kind(m, ("sim", &pools[3], &cards[3]), 1.0).map_err(|e| format!("control {e}"))
+        })
+        .await;
+    for (i, (ep, _)) in ENDPOINTS.iter().enumerate() {
         let t = affected(i);
-        let got = success(&m, kind, &t);
-        check.that(got == Some(0.0), || {
-            format!("{ep:?} fault: collect_success{{kind={kind},target={t}}} = {got:?}, want 0")
+        let n = requests(&m, "sim", *ep, row.outcome);
+        check.that(n >= 1.0, || {
+            format!(
+                "{ep:?}: tibiot_api_requests_total{{outcome={}}} = {n}, want >= 1",
+                row.outcome
+            )
         });
-        // the other kind of the same target is unaffected
-        let other = match *kind {
-            "pool" => "pool_history",
-            "pool_history" => "pool",
-            "card" => "card_history",
-            _ => "card",
-        };
-        let got = success(&m, other, &t);
-        check.that(got == Some(1.0), || {
-            format!("{ep:?} fault: collect_success{{kind={other},target={t}}} = {got:?}, want 1")
-        });
-        if !row.slow {
-            let n = requests(&m, "sim", *ep, row.outcome);
-            check.that(n >= 1.0, || {
-                format!(
-                    "{ep:?}: tibiot_api_requests_total{{outcome={}}} = {n}, want >= 1",
-                    row.outcome
-                )
-            });
-        }
         let seen = sim.requests_for(*ep, &t);
         let once = calls_per_round(*ep);
         if row.retryable {
@@ -289,7 +323,6 @@ async fn run_row(row: &Row) -> Vec<String> {
             });
         }
     }
-    check.every_kind(&m, "control", ("sim", &pools[3], &cards[3]), 1.0);
     // The control pool's values are there.
     check.that(
         m.value(
@@ -300,70 +333,58 @@ async fn run_row(row: &Row) -> Vec<String> {
         || "control pool has no tibiot_pool_used_bytes".into(),
     );
 
-    // Phase 2: faults cleared; a slow fetch is first left to give up.
+    // Phase 2: faults cleared, TTLs of a second: everything recovers.
     sim.clear_faults();
-    if row.slow {
-        tokio::time::sleep(DEADLINE + Duration::from_millis(700)).await;
-    }
-    let (status, body, _) = scrape(&client, &exporter.url("/metrics"), &[]).await;
-    check.that(status == 200, || format!("phase 2 status {status}"));
-    let m = Metrics::parse(&body);
-    for (i, (ep, kind)) in ENDPOINTS.iter().enumerate() {
-        let t = affected(i);
-        let got = success(&m, kind, &t);
-        check.that(got == Some(1.0), || {
-            format!("after recovery: collect_success{{kind={kind},target={t}}} = {got:?}, want 1")
-        });
-        if row.slow {
-            let n = requests(&m, "sim", *ep, row.outcome);
-            check.that(n >= 1.0, || {
-                format!(
-                    "{ep:?}: tibiot_api_requests_total{{outcome={}}} = {n} after the fetch gave up, want >= 1",
-                    row.outcome
-                )
-            });
-        }
-    }
-    let up = m.value("tibiot_up", &[("account", "sim")]);
-    check.that(up == Some(1.0), || {
-        format!("after recovery: tibiot_up = {up:?}, want 1")
-    });
+    exporter
+        .reload_with(&format!("{accounts}{}", collect_section("1s")))
+        .await;
+    check
+        .until(&exporter, "phase 2 (recovery)", |m| {
+            for (i, (_, kind)) in ENDPOINTS.iter().enumerate() {
+                let t = affected(i);
+                let got = success(m, kind, &t);
+                if got != Some(1.0) {
+                    return Err(format!(
+                        "collect_success{{kind={kind},target={t}}} = {got:?}, want 1"
+                    ));
+                }
+            }
+            let up = m.value("tibiot_up", &[("account", "sim")]);
+            if up != Some(1.0) {
+                return Err(format!("tibiot_up = {up:?}, want 1"));
+            }
+            Ok(())
+        })
+        .await;
 
-    // Phase 3: every request of the account fails (after the TTLs have passed).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Phase 3: every request of the account fails; values are kept until stale_after.
     sim.set_fault(FaultRule::new(row.fault));
-    let (status, body, took) = scrape(&client, &exporter.url("/metrics"), &[]).await;
-    check.that(status == 200, || format!("phase 3 status {status}"));
-    check.that(took < DEADLINE + MARGIN, || {
-        format!("phase 3 scrape took {took:?}")
-    });
-    let m = Metrics::parse(&body);
+    let m = check
+        .until(&exporter, "phase 3 (all failing)", |m| {
+            for (kind, list) in [("pool", &pools), ("card", &cards)] {
+                for t in list.iter() {
+                    let got = success(m, kind, t);
+                    if got != Some(0.0) {
+                        return Err(format!(
+                            "collect_success{{kind={kind},target={t}}} = {got:?}, want 0"
+                        ));
+                    }
+                }
+            }
+            // tibiot_up follows the latest finished request.
+            let up = m.value("tibiot_up", &[("account", "sim")]);
+            if up != Some(0.0) {
+                return Err(format!("tibiot_up = {up:?}, want 0"));
+            }
+            Ok(())
+        })
+        .await;
     for p in &pools {
-        let got = success(&m, "pool", p);
-        check.that(got == Some(0.0), || {
-            format!("all failing: collect_success{{kind=pool,target={p}}} = {got:?}, want 0")
-        });
         let used = m.value("tibiot_pool_used_bytes", &[("account", "sim"), ("pool", p)]);
         check.that(used.is_some(), || {
             format!("all failing: pool {p} lost its last good values before stale_after")
         });
     }
-    for c in &cards {
-        let got = success(&m, "card", c);
-        check.that(got == Some(0.0), || {
-            format!("all failing: collect_success{{kind=card,target={c}}} = {got:?}, want 0")
-        });
-    }
-    if row.slow {
-        tokio::time::sleep(DEADLINE).await;
-    }
-    // tibiot_up follows the latest finished request.
-    let (status, body, _) = scrape(&client, &exporter.url("/metrics"), &[]).await;
-    check.that(status == 200, || format!("phase 3b status {status}"));
-    let up = Metrics::parse(&body).value("tibiot_up", &[("account", "sim")]);
-    check.that(up == Some(0.0), || {
-        format!("all failing: tibiot_up = {up:?}, want 0")
-    });
 
     let log = exporter.log_text();
     check.that(!log.contains(sim.app_secret()), || {
@@ -402,20 +423,19 @@ async fn run_unreachable() -> Vec<String> {
             &pools[1..2],
             &cards[1..2]
         ),
-        collect_section()
+        collect_section("1h")
     );
     let exporter = Exporter::start(&config);
-    let client = http();
     let mut check = Check {
         row: "unreachable host",
         failures: Vec::new(),
     };
-    let (status, body, took) = scrape(&client, &exporter.url("/metrics"), &[]).await;
-    check.that(status == 200, || format!("status {status}"));
-    check.that(took < DEADLINE + MARGIN, || format!("scrape took {took:?}"));
-    let m = Metrics::parse(&body);
-    check.every_kind(&m, "dead", ("dead", &pools[1], &cards[1]), 0.0);
-    check.every_kind(&m, "healthy", ("sim", &pools[0], &cards[0]), 1.0);
+    let m = check
+        .until(&exporter, "unreachable", |m| {
+            every_kind(m, ("dead", &pools[1], &cards[1]), 0.0).map_err(|e| format!("dead {e}"))?;
+            every_kind(m, ("sim", &pools[0], &cards[0]), 1.0).map_err(|e| format!("healthy {e}"))
+        })
+        .await;
     for (ep, _) in ENDPOINTS {
         let n = requests(&m, "dead", ep, "transport_error");
         // retried: more attempts than fetches (1 detail, 2 days, 2 months per target)
@@ -470,26 +490,31 @@ async fn run_transient(fault: Fault, name: &'static str) -> Vec<String> {
             &pools[..1],
             &cards[..1]
         ),
-        collect_section()
+        collect_section("1h")
     );
-    let exporter = Exporter::start(&config);
     sim.set_fault(
         FaultRule::new(fault)
             .endpoint(Endpoint::PoolDetail)
             .target(pools[0].clone())
             .times(1),
     );
+    let exporter = Exporter::start(&config);
     let mut check = Check {
         row: name,
         failures: Vec::new(),
     };
-    let (status, body, _) = scrape(&http(), &exporter.url("/metrics"), &[]).await;
-    check.that(status == 200, || format!("status {status}"));
-    let m = Metrics::parse(&body);
-    let got = success(&m, "pool", &pools[0]);
-    check.that(got == Some(1.0), || {
-        format!("collect_success after one transient fault = {got:?}, want 1 (retried)")
-    });
+    check
+        .until(&exporter, "transient", |m| {
+            let got = success(m, "pool", &pools[0]);
+            if got == Some(1.0) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "collect_success after one transient fault = {got:?}, want 1 (retried)"
+                ))
+            }
+        })
+        .await;
     let seen = sim.requests_for(Endpoint::PoolDetail, &pools[0]);
     check.that(seen == 2, || {
         format!("simulator saw {seen} pool detail requests, want 2")

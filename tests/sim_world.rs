@@ -1,6 +1,7 @@
 //! The simulator's world over HTTP: usage that grows with the world clock and adds up, the
 //! special pools, network operations reflected in pool counts, named targets, latency, the
-//! error-rate mix, counters, a large world under many requests, and shutdown.
+//! error-rate mix, counters (also as JSON on `/-/counters`), a large world under many requests,
+//! and shutdown.
 
 use chrono::{Duration as ChronoDuration, TimeZone, Utc};
 use futures::StreamExt;
@@ -215,6 +216,27 @@ async fn named_targets_latency_and_counters() {
     assert_eq!(sim.requests_for(Endpoint::PoolDetail, "POOL-0002"), 3);
     assert_eq!(sim.requests_for(Endpoint::PoolDayUsage, "POOL-0002"), 1);
     assert_eq!(sim.requests_for(Endpoint::PoolDetail, "POOL-0003"), 0);
+    assert_eq!(sim.total_requests(), 5);
+    // The same counters as JSON, for processes outside the test (benchmarks, scripts); the
+    // counters route itself is not counted.
+    let url = format!("http://{}/-/counters?targets=1", sim.addr());
+    let j: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert_eq!(j["total"], 5);
+    assert_eq!(j["endpoints"]["pool_detail"], 4);
+    assert_eq!(j["targets"]["pool_detail"]["POOL-0002"][0], 3);
+    assert!(
+        j["targets"]["pool_detail"]["POOL-0002"][1]
+            .as_f64()
+            .unwrap()
+            > 1.7e9
+    );
+    let j: serde_json::Value = reqwest::get(url.replace("?targets=1", ""))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(j.get("targets").is_none());
     assert_eq!(sim.total_requests(), 5);
     sim.reset_counters();
     assert_eq!(sim.total_requests(), 0);

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Baseline for scripts/bench.sh: the "hand-written Python prometheus_client exporter with the
-same cache and 16 threads" that issue 3 compares against.
+same cache and 16 threads" that the exporter is compared against.
 
 It reads the same YAML config as tibiot-exporter (one account; base_url, app_key, app_secret,
 pools, cards, collect.{pool_ttl,card_ttl,history_ttl,history.pool_days,pool_months,utc_offset}),

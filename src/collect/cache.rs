@@ -1,17 +1,14 @@
-//! Per-target cache entries ([`Slot`]): the last good value with when it was fetched, the
-//! outcome and error of the latest attempt, and the in-flight fetch that concurrent scrapes
-//! join. The TTL rule ([`Slot::is_fresh`]) decides what a scrape fetches; the stale rule
-//! ([`Slot::served`]) decides what it still serves after failures.
+//! Per-target cache entries ([`Slot`]): the last good value with when it was fetched, and the
+//! outcome and error of the latest completed attempt (docs/collection.md, "Pending is not
+//! failure": work in progress changes nothing here). The stale rule ([`Slot::served`])
+//! decides what a scrape still serves after failures; when a value is refreshed is the
+//! scheduler's business (`super::sched`).
 
 use crate::sys::unix_now;
-use futures::future::{BoxFuture, Shared};
 use std::sync::Arc;
 use std::time::Duration;
 use tibiot_api::{ApiError, Outcome};
 use tokio::time::Instant;
-
-/// A fetch in progress; every scrape that needs it awaits a clone.
-pub(crate) type InFlight = Shared<BoxFuture<'static, ()>>;
 
 /// A value with the time it was fetched.
 #[derive(Debug)]
@@ -53,11 +50,11 @@ impl FetchError {
         }
     }
 
-    /// A fetch that did not finish before the scrape's deadline.
-    pub(crate) fn deadline() -> Self {
+    /// A fetch that panicked (recorded as a failure; never expected).
+    pub(crate) fn internal() -> Self {
         Self {
-            outcome: Outcome::Timeout,
-            message: "not finished before the scrape deadline (still being fetched)".into(),
+            outcome: Outcome::DecodeError,
+            message: "internal error while fetching".into(),
             api_code: None,
             at_unix: unix_now(),
         }
@@ -71,7 +68,6 @@ pub(crate) struct Slot<T> {
     /// Outcome of the latest finished attempt; `None` before the first one.
     pub(crate) last_ok: Option<bool>,
     pub(crate) last_error: Option<Arc<FetchError>>,
-    pub(crate) inflight: Option<InFlight>,
 }
 
 impl<T> Default for Slot<T> {
@@ -80,20 +76,11 @@ impl<T> Default for Slot<T> {
             good: None,
             last_ok: None,
             last_error: None,
-            inflight: None,
         }
     }
 }
 
 impl<T> Slot<T> {
-    /// A good value younger than `ttl` exists.
-    #[inline]
-    pub(crate) fn is_fresh(&self, now: Instant, ttl: Duration) -> bool {
-        self.good
-            .as_ref()
-            .is_some_and(|g| now.saturating_duration_since(g.at) < ttl)
-    }
-
     /// The value to serve: the last good one while it is younger than `stale_after`.
     #[inline]
     pub(crate) fn served(&self, now: Instant, stale_after: Duration) -> Option<Arc<Fetched<T>>> {
@@ -116,7 +103,6 @@ impl<T> Slot<T> {
                 self.last_error = Some(e);
             }
         }
-        self.inflight = None;
     }
 }
 
@@ -135,15 +121,12 @@ mod tests {
     }
 
     #[test]
-    fn ttl_and_stale_rules() {
+    fn stale_rule_and_failures_keep_the_last_good_value() {
         let mut s: Slot<u32> = Slot::default();
         let t0 = Instant::now();
-        assert!(!s.is_fresh(t0, Duration::from_secs(1)));
         assert!(s.served(t0, Duration::from_secs(2)).is_none());
         s.record(Ok(7));
-        assert!(s.is_fresh(Instant::now(), Duration::from_secs(1)));
         age(&mut s, Duration::from_millis(1500));
-        assert!(!s.is_fresh(Instant::now(), Duration::from_secs(1)));
         s.record(Err(Arc::new(FetchError::from_api(&ApiError::Timeout))));
         assert_eq!(s.last_ok, Some(false));
         assert_eq!(

@@ -56,24 +56,49 @@ pub(crate) struct History {
     view: Option<Arc<HistView>>,
 }
 
-/// A period needs fetching: a closed one until it was fetched after it ended, an open one
-/// after `ttl`; never while a fetch is in flight.
+/// When a period is due (`None`: never again while it stays in the window). A closed period
+/// fetched after it ended never changes; one fetched while open is due once it has ended (for
+/// its final value); an open one is refreshed on its phase within `ttl` (`refresh` gives the
+/// instant from the fetch time); a failed one is tried again `min(ttl, 1 minute)` after the
+/// failure; one never attempted is due now.
 #[inline]
-pub(crate) fn period_due(
+pub(crate) fn period_due_at(
     slot: &PeriodSlot,
     end_unix: i64,
     now: Instant,
     now_unix: f64,
     ttl: Duration,
-) -> bool {
-    if slot.inflight.is_some() {
-        return false;
-    }
+    refresh: impl Fn(Instant) -> Instant,
+) -> Option<Instant> {
+    let at_unix = |u: f64| {
+        let ahead = u - now_unix;
+        if ahead > 0.0 {
+            now + Duration::from_secs_f64(ahead.min(1e9))
+        } else {
+            now
+        }
+    };
+    let end = end_unix as f64;
+    let retry = || {
+        slot.last_error
+            .as_ref()
+            .map(|e| at_unix(e.at_unix + ttl.min(super::sched::RETRY_FAILED_AFTER).as_secs_f64()))
+    };
     match &slot.good {
-        Some(g) if g.at_unix >= end_unix as f64 => false,
+        Some(g) if g.at_unix >= end => None,
         // Fetched while the period was open, and it has ended since: fetch the final value.
-        Some(_) if now_unix >= end_unix as f64 => true,
-        _ => !slot.is_fresh(now, ttl),
+        Some(_) if now_unix >= end => Some(now),
+        Some(g) => {
+            let mut at = refresh(g.at).min(at_unix(end));
+            if slot.last_ok == Some(false)
+                && let Some(r) = retry()
+            {
+                at = at.min(r);
+            }
+            Some(at)
+        }
+        None if slot.last_ok.is_none() => Some(now),
+        None => retry().or(Some(now)),
     }
 }
 
@@ -170,10 +195,61 @@ impl History {
         v
     }
 
-    /// Whether any period is being fetched right now.
-    pub(crate) fn any_inflight(&self) -> bool {
-        self.days.values().any(|s| s.inflight.is_some())
-            || self.months.values().any(|s| s.inflight.is_some())
+    /// The slot of a period, if it is in the window.
+    pub(crate) fn slot(&mut self, p: Period) -> Option<&mut PeriodSlot> {
+        match p {
+            Period::Day(d) => self.days.get_mut(&d),
+            Period::Month(m) => self.months.get_mut(&m),
+        }
+    }
+
+    /// Every period of the window with the unix second it ends.
+    pub(crate) fn periods(w: &Window) -> impl Iterator<Item = (Period, i64)> + '_ {
+        w.days
+            .iter()
+            .map(|(d, end)| (Period::Day(*d), *end))
+            .chain(w.months.iter().map(|(m, end)| (Period::Month(*m), *end)))
+    }
+
+    /// When the history is due next (the earliest period; `None`: nothing will be), and
+    /// whether a period was never attempted (then a scrape waits for it, and it goes into
+    /// the queue with never-fetched work).
+    pub(crate) fn next_due(
+        &mut self,
+        w: &Window,
+        now: Instant,
+        now_unix: f64,
+        ttl: Duration,
+        refresh: impl Fn(Instant) -> Instant + Copy,
+    ) -> (Option<Instant>, bool) {
+        self.align(w);
+        let mut next: Option<Instant> = None;
+        let mut cold = false;
+        for (p, end) in Self::periods(w) {
+            let Some(slot) = self.slot(p) else { continue };
+            cold |= slot.last_ok.is_none();
+            if let Some(at) = period_due_at(slot, end, now, now_unix, ttl, refresh) {
+                next = Some(next.map_or(at, |n: Instant| n.min(at)));
+            }
+        }
+        (next, cold)
+    }
+}
+
+/// One period of a target's usage history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Period {
+    Day(NaiveDate),
+    Month(Month),
+}
+
+impl Period {
+    /// `YYYY-MM-DD` or `YYYY-MM`.
+    pub(crate) fn label(self) -> String {
+        match self {
+            Period::Day(d) => format_day(d),
+            Period::Month(m) => m.to_string(),
+        }
     }
 }
 
@@ -212,6 +288,11 @@ mod tests {
     use super::*;
     use tibiot_api::calendar::parse_day;
 
+    /// Refreshed one TTL after the fetch (the scheduler adds the phase).
+    fn after(ttl: Duration) -> impl Fn(Instant) -> Instant + Copy {
+        move |at| at + ttl
+    }
+
     #[test]
     fn window_alignment_and_due_rules() {
         let cal = ApiCalendar::default();
@@ -227,20 +308,29 @@ mod tests {
         assert_eq!(h.months.len(), 2);
         let now = Instant::now();
         let ttl = Duration::from_secs(60);
-        // Nothing fetched yet: everything is due.
+        // Nothing fetched yet: everything is due, and the history is cold.
         for (d, end) in &w.days {
-            assert!(period_due(&h.days[d], *end, now, 0.0, ttl));
+            assert_eq!(
+                period_due_at(&h.days[d], *end, now, 0.0, ttl, after(ttl)),
+                Some(now)
+            );
         }
+        assert_eq!(h.next_due(&w, now, 0.0, ttl, after(ttl)), (Some(now), true));
         // A closed day fetched after its end is immutable, whatever the TTL.
         let closed = w.days[0];
         h.days.get_mut(&closed.0).unwrap().record(Ok(Some(5.0)));
-        assert!(!period_due(
-            &h.days[&closed.0],
-            closed.1,
-            now,
-            f64::MAX,
-            Duration::ZERO
-        ));
+        let zero = Duration::ZERO;
+        assert_eq!(
+            period_due_at(
+                &h.days[&closed.0],
+                closed.1,
+                now,
+                f64::MAX,
+                zero,
+                after(zero)
+            ),
+            None
+        );
         // The window moves: the oldest day leaves, a new one arrives.
         let w2 = Window::new(&cal, parse_day("2026-03-03").unwrap(), 3, 2);
         h.align(&w2);
@@ -252,31 +342,33 @@ mod tests {
     }
 
     #[test]
-    fn partial_closed_day_is_due_again() {
+    fn partial_closed_day_is_due_again_and_failures_retry_within_a_minute() {
         let mut s: PeriodSlot = Slot::default();
         s.record(Ok(Some(1.0)));
+        let now = Instant::now();
         // Fetched "now", the period ended one second ago... but fetched after: immutable.
         let now_unix = crate::sys::unix_now();
         let end = now_unix as i64 - 1;
-        assert!(!period_due(
-            &s,
-            end,
-            Instant::now(),
-            now_unix,
-            Duration::ZERO
-        ));
-        // A period that ends in the future is open: refreshed after the TTL only.
+        let ttl = Duration::from_secs(60);
+        assert_eq!(period_due_at(&s, end, now, now_unix, ttl, after(ttl)), None);
+        // A period that ends in the future is open: refreshed after the TTL (or at its end,
+        // if that comes first).
         let end = end + 3600;
-        let fresh = Duration::from_secs(60);
-        assert!(!period_due(&s, end, Instant::now(), now_unix, fresh));
-        assert!(period_due(
-            &s,
-            end,
-            Instant::now(),
-            now_unix,
-            Duration::ZERO
-        ));
+        let at = period_due_at(&s, end, now, now_unix, ttl, after(ttl)).unwrap();
+        assert!(at > now + Duration::from_secs(55) && at <= s.good.as_ref().unwrap().at + ttl);
+        let short_end = now_unix as i64 + 10;
+        let at = period_due_at(&s, short_end, now, now_unix, ttl, after(ttl)).unwrap();
+        assert!(at <= now + Duration::from_secs(11), "not due when it ends");
         // Once that period has ended, the partial value is fetched again.
-        assert!(period_due(&s, end, Instant::now(), end as f64 + 1.0, fresh));
+        assert_eq!(
+            period_due_at(&s, end, now, end as f64 + 1.0, ttl, after(ttl)),
+            Some(now)
+        );
+        // A failed period with no value: tried again a minute after the failure (TTL 1 h).
+        let mut f: PeriodSlot = Slot::default();
+        f.record(Err(Arc::new(FetchError::internal())));
+        let hour = Duration::from_secs(3600);
+        let at = period_due_at(&f, end, now, now_unix, hour, after(hour)).unwrap();
+        assert!(at > now + Duration::from_secs(55) && at < now + Duration::from_secs(65));
     }
 }

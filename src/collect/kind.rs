@@ -4,6 +4,7 @@
 //! (cache slots, scrape planning, snapshots) knows kinds only through this trait and the list
 //! of registered kinds it is given; the kinds themselves live in `crate::kinds`.
 
+use super::stats::AccountStats;
 use crate::config::{Account, CollectConfig};
 use futures::future::BoxFuture;
 use std::any::{Any, TypeId};
@@ -16,10 +17,31 @@ pub type Values = Box<dyn Any + Send + Sync>;
 
 /// What a fetch gets besides the client and the id.
 #[derive(Debug, Clone)]
-pub struct FetchCx {
+pub struct FetchCx<'a> {
+    /// The account's name.
+    pub(crate) account: &'a str,
     /// The API calendar (`collect.utc_offset`).
-    pub calendar: ApiCalendar,
-    pub deadline: Deadline,
+    pub(crate) calendar: ApiCalendar,
+    pub(crate) deadline: Deadline,
+    pub(crate) stats: &'a AccountStats,
+}
+
+impl FetchCx<'_> {
+    /// Reports an answer that had to be bounded (docs/metrics.md, "Bounds"): one log line
+    /// naming the target, and the account's count of truncated label values.
+    pub fn bounded(
+        &self,
+        kind: &'static str,
+        id: &str,
+        truncated: &[(&str, usize)],
+        folded: usize,
+    ) {
+        if truncated.is_empty() && folded == 0 {
+            return;
+        }
+        self.stats.truncated(kind, truncated.len() as u64);
+        crate::logging::bounded(self.account, kind, id, truncated, folded);
+    }
 }
 
 /// A kind of target, type-erased. Implemented for every `crate::kinds::Kind`.
@@ -46,7 +68,7 @@ pub trait TargetKind: Send + Sync + 'static {
         &'a self,
         client: &'a Client,
         id: &'a str,
-        cx: &'a FetchCx,
+        cx: &'a FetchCx<'a>,
     ) -> BoxFuture<'a, Result<Values, ApiError>>;
     /// Identifies the kind (the `TypeId` of its type).
     fn kind_id(&self) -> TypeId;

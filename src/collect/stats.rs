@@ -4,8 +4,10 @@
 //! layer reads them (`tibiot_api_requests_total`, `tibiot_api_request_duration_seconds`,
 //! `tibiot_up`).
 
-use std::sync::Arc;
+use crate::sys::lock;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tibiot_api::{Endpoint, Outcome, RequestObserver};
 
@@ -29,6 +31,8 @@ pub(crate) struct AccountStats {
     hist: [Hist; NE],
     /// 0 no request yet, 1 latest succeeded, 2 latest failed.
     up: AtomicU8,
+    /// Label values cut to their bound, by kind (rare: a lock is fine).
+    truncated: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl std::fmt::Debug for AccountStats {
@@ -54,7 +58,18 @@ impl AccountStats {
             requests: Default::default(),
             hist: Default::default(),
             up: AtomicU8::new(0),
+            truncated: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Counts `n` label values of a `kind` target cut to their bound.
+    pub(crate) fn truncated(&self, kind: &'static str, n: u64) {
+        *lock(&self.truncated).entry(kind).or_default() += n;
+    }
+
+    /// Label values of `kind` targets cut so far.
+    pub(crate) fn truncations(&self, kind: &str) -> u64 {
+        lock(&self.truncated).get(kind).copied().unwrap_or(0)
     }
 
     pub(crate) fn account(&self) -> &str {

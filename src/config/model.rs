@@ -109,6 +109,9 @@ pub struct CollectConfig {
     pub concurrency: usize,
     /// Per account; 0 = unlimited.
     pub requests_per_second: u32,
+    /// The share of an account's request budget, percent, that `/probe` of targets outside
+    /// the configuration may use, after all configured work (0: such probes are refused).
+    pub unconfigured_probe_percent: u8,
     pub pool_ttl: Duration,
     pub card_ttl: Duration,
     pub history_ttl: Duration,
@@ -147,6 +150,7 @@ impl Default for CollectConfig {
             timeout_offset: Duration::from_millis(500),
             concurrency: 8,
             requests_per_second: 20,
+            unconfigured_probe_percent: 20,
             pool_ttl: Duration::from_secs(60),
             card_ttl: Duration::from_secs(15 * 60),
             history_ttl: Duration::from_secs(3600),

@@ -71,6 +71,7 @@ pub(crate) struct RawCollect {
     pub timeout_offset: Option<Field<Duration>>,
     pub concurrency: Option<Field<i128>>,
     pub requests_per_second: Option<Field<i128>>,
+    pub unconfigured_probe_percent: Option<Field<i128>>,
     pub pool_ttl: Option<Field<Duration>>,
     pub card_ttl: Option<Field<Duration>>,
     pub history_ttl: Option<Field<Duration>>,
@@ -96,11 +97,12 @@ pub(crate) const ACCOUNT_KEYS: [&str; 11] = [
     "cards",
     "cards_file",
 ];
-pub(crate) const COLLECT_KEYS: [&str; 10] = [
+pub(crate) const COLLECT_KEYS: [&str; 11] = [
     "timeout",
     "timeout_offset",
     "concurrency",
     "requests_per_second",
+    "unconfigured_probe_percent",
     "pool_ttl",
     "card_ttl",
     "history_ttl",
@@ -394,6 +396,9 @@ fn read_collect(node: &Node, p: &mut Problems) -> RawCollect {
     let requests_per_second = e
         .get("requests_per_second")
         .and_then(|n| integer(n, &k("requests_per_second"), "20", p).into_field());
+    let unconfigured_probe_percent = e
+        .get("unconfigured_probe_percent")
+        .and_then(|n| integer(n, &k("unconfigured_probe_percent"), "20", p).into_field());
     let utc_offset = e
         .get("utc_offset")
         .and_then(|n| string(n, &k("utc_offset"), "\"+08:00\"", p).into_field());
@@ -403,6 +408,7 @@ fn read_collect(node: &Node, p: &mut Problems) -> RawCollect {
         timeout_offset,
         concurrency,
         requests_per_second,
+        unconfigured_probe_percent,
         pool_ttl,
         card_ttl,
         history_ttl,

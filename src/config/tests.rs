@@ -274,3 +274,20 @@ fn auth_none_needs_no_credentials() {
     let c = parse("accounts:\n  - name: a\n    base_url: http://x\n    auth: none\n").unwrap();
     assert_eq!(c.accounts[0].client_options().signer.scheme(), "none");
 }
+
+#[test]
+fn unconfigured_probe_percent_is_a_bounded_share() {
+    assert_eq!(
+        parse(MINIMAL).unwrap().collect.unconfigured_probe_percent,
+        20
+    );
+    let off = format!("{MINIMAL}collect:\n  unconfigured_probe_percent: 0\n");
+    assert_eq!(parse(&off).unwrap().collect.unconfigured_probe_percent, 0);
+    let y = parse(&off).unwrap().redacted_yaml();
+    assert!(y.contains("unconfigured_probe_percent: 0"), "{y}");
+    let e = err_of(&format!(
+        "{MINIMAL}collect:\n  unconfigured_probe_percent: 101\n"
+    ));
+    assert_eq!(e.key, "collect.unconfigured_probe_percent");
+    assert_eq!(e.line, Some(7));
+}

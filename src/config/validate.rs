@@ -139,6 +139,13 @@ fn validate_collect(raw: RawCollect, p: &mut Problems) -> Option<CollectConfig> 
         d.requests_per_second as i128,
         " (0 = unlimited)",
     );
+    let probe_percent = ranged(
+        &raw.unconfigured_probe_percent,
+        0,
+        100,
+        d.unconfigured_probe_percent.into(),
+        " percent (0 = no /probe of targets outside the configuration)",
+    );
     let h = HistoryConfig::default();
     let history = HistoryConfig {
         pool_days: ranged(&raw.pool_days, 0, 30, h.pool_days.into(), " days") as u32,
@@ -177,6 +184,7 @@ fn validate_collect(raw: RawCollect, p: &mut Problems) -> Option<CollectConfig> 
         timeout_offset,
         concurrency: concurrency as usize,
         requests_per_second: rps as u32,
+        unconfigured_probe_percent: probe_percent as u8,
         pool_ttl: value_or(&raw.pool_ttl, d.pool_ttl),
         card_ttl: value_or(&raw.card_ttl, d.card_ttl),
         history_ttl: value_or(&raw.history_ttl, d.history_ttl),

@@ -1,13 +1,15 @@
 //! The exporter's HTTP surface (README, "Endpoints"), built as one `axum::Router` by [`router`]:
-//! `/metrics` (streamed exposition, OpenMetrics by `Accept`, gzip by `Accept-Encoding`),
-//! `/probe`, the landing page `/`, `/config` (redacted), `/-/healthy`, `/-/ready` and
-//! `POST /-/reload`. [`App`] is the shared state: the collector, how to re-read the
-//! configuration, and the reload status.
+//! `/metrics` (streamed exposition, OpenMetrics by `Accept`, gzip by `Accept-Encoding`; scrapes
+//! that overlap share one snapshot and one encoding, [`broadcast`]), `/probe`, the landing page
+//! `/`, `/config` (redacted), `/-/healthy`, `/-/ready` and `POST /-/reload`. [`App`] is the
+//! shared state: the collector, how to re-read the configuration, the reload status, and the
+//! expositions being written.
 
+pub mod broadcast;
 pub mod landing;
 
-pub use crate::collect::CollectError;
-use crate::collect::{Collector, Scope};
+pub use crate::collect::{CollectError, Shard};
+use crate::collect::{Collector, ProbeRefused, Scope};
 use crate::config::{Config, ConfigErrors};
 use crate::metrics::expo::{Format, Writer};
 use crate::metrics::own::OwnMetrics;
@@ -18,8 +20,10 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::Bytes;
-use std::sync::Arc;
+use broadcast::Broadcast;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
 use tower_http::compression::CompressionLayer;
@@ -36,6 +40,9 @@ pub struct App {
     reload_lock: tokio::sync::Mutex<()>,
     /// A background refresh started by the landing page is running.
     landing_refresh: std::sync::atomic::AtomicBool,
+    /// The `/metrics` expositions being written, by format and compression: a scrape that
+    /// arrives while one is young joins it.
+    expositions: Mutex<HashMap<(Format, bool), Weak<Broadcast>>>,
 }
 
 impl App {
@@ -44,7 +51,21 @@ impl App {
     /// to re-read (the demo's generated configuration). Fails only when an account's client
     /// cannot be built.
     pub fn new(config: Config, loader: Option<Loader>) -> Result<Arc<Self>, CollectError> {
-        let collector = Arc::new(Collector::new(Arc::new(config), crate::kinds::kinds())?);
+        Self::sharded(config, loader, Shard::default())
+    }
+
+    /// [`App::new`] for one shard of several: it collects and serves only the targets
+    /// `shard` owns (docs/collection.md, "Sharding").
+    pub fn sharded(
+        config: Config,
+        loader: Option<Loader>,
+        shard: Shard,
+    ) -> Result<Arc<Self>, CollectError> {
+        let collector = Arc::new(Collector::new(
+            Arc::new(config),
+            crate::kinds::kinds(),
+            shard,
+        )?);
         Ok(Arc::new(Self {
             own: OwnMetrics::new(collector.clone()),
             collector,
@@ -52,6 +73,7 @@ impl App {
             reload_ok: std::sync::atomic::AtomicBool::new(true),
             reload_lock: tokio::sync::Mutex::new(()),
             landing_refresh: std::sync::atomic::AtomicBool::new(false),
+            expositions: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -161,52 +183,16 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let fmt = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let deadline = app.deadline(&headers);
-    let snap = app.collector.scrape(deadline).await;
     let gzip = accepts_gzip(&headers);
-    let table = crate::kinds::families();
-    // Encode (and compress) on a blocking thread, streaming chunks: the runtime stays
-    // responsive and a large exposition is never in memory whole. Compression happens here,
-    // at the fastest level (a 13 MB exposition compresses in about 20 ms), rather than in the
-    // generic compression layer.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut open = true;
-        let mut send = |chunk: Vec<u8>| {
-            if open && !chunk.is_empty() && tx.blocking_send(Bytes::from(chunk)).is_err() {
-                open = false; // the client went away
-            }
-        };
-        if gzip {
-            use std::io::Write;
-            let mut gz = flate2::write::GzEncoder::new(
-                Vec::with_capacity(crate::metrics::expo::CHUNK),
-                flate2::Compression::fast(),
-            );
-            {
-                let mut sink = |chunk: Vec<u8>| {
-                    let _ = gz.write_all(&chunk);
-                    if gz.get_ref().len() >= crate::metrics::expo::CHUNK {
-                        send(std::mem::take(gz.get_mut()));
-                    }
-                };
-                let w = Writer::streaming(fmt, &mut sink);
-                encode_into(table, &snap, Endpoint::Metrics, Some(&app.own), w);
-            }
-            if let Ok(rest) = gz.finish() {
-                send(rest);
-            }
-        } else {
-            let w = Writer::streaming(fmt, &mut send);
-            encode_into(table, &snap, Endpoint::Metrics, Some(&app.own), w);
-        }
-        drop(snap);
-        crate::sys::release_freed_memory();
-    });
-    let stream = futures::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx)
-            .map(|o| o.map(Ok::<Bytes, std::convert::Infallible>))
-    });
+    let started = Instant::now();
+    let waited = app.collector.collect(app.deadline(&headers)).await;
+    let reader = match (!waited).then(|| app.join_exposition(fmt, gzip)).flatten() {
+        Some(r) => r,
+        None => app.start_exposition(fmt, gzip, started),
+    };
+    let stream = reader
+        .into_stream()
+        .map(Ok::<bytes::Bytes, std::convert::Infallible>);
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();
     h.insert(
@@ -218,6 +204,75 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     resp
+}
+
+impl App {
+    /// A reader of the young exposition of this format, if one is being written.
+    fn join_exposition(&self, fmt: Format, gzip: bool) -> Option<broadcast::Reader> {
+        let map = crate::sys::lock(&self.expositions);
+        map.get(&(fmt, gzip))?.upgrade()?.join()
+    }
+
+    /// Starts a new exposition of every configured target (a snapshot taken now) and returns
+    /// its first reader. Encoding (and compression) runs on a blocking thread, in chunks, so
+    /// the runtime stays responsive and a large exposition is never in memory whole; it is
+    /// compressed here at the fastest level (a 13 MB exposition in about 20 ms) rather than
+    /// by the generic compression layer.
+    fn start_exposition(
+        self: &Arc<Self>,
+        fmt: Format,
+        gzip: bool,
+        started: Instant,
+    ) -> broadcast::Reader {
+        let b = Broadcast::new();
+        let reader = b
+            .join()
+            .unwrap_or_else(|| unreachable!("a new broadcast takes readers"));
+        {
+            let mut map = crate::sys::lock(&self.expositions);
+            map.retain(|_, w| w.strong_count() > 0);
+            map.insert((fmt, gzip), Arc::downgrade(&b));
+        }
+        let mut snap = self.collector.snapshot();
+        snap.scrape_duration = Some(started.elapsed().as_secs_f64());
+        let app = self.clone();
+        let table = crate::kinds::families();
+        tokio::task::spawn_blocking(move || {
+            let mut open = true;
+            let mut send = |chunk: Vec<u8>| {
+                if open && !b.write(chunk) {
+                    open = false; // every reader went away
+                }
+            };
+            if gzip {
+                use std::io::Write;
+                let mut gz = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(crate::metrics::expo::CHUNK),
+                    flate2::Compression::fast(),
+                );
+                {
+                    let mut sink = |chunk: Vec<u8>| {
+                        let _ = gz.write_all(&chunk);
+                        if gz.get_ref().len() >= crate::metrics::expo::CHUNK {
+                            send(std::mem::take(gz.get_mut()));
+                        }
+                    };
+                    let w = Writer::streaming(fmt, &mut sink);
+                    encode_into(table, &snap, Endpoint::Metrics, Some(&app.own), w);
+                }
+                if let Ok(rest) = gz.finish() {
+                    send(rest);
+                }
+            } else {
+                let w = Writer::streaming(fmt, &mut send);
+                encode_into(table, &snap, Endpoint::Metrics, Some(&app.own), w);
+            }
+            b.finish();
+            drop(snap);
+            crate::sys::release_freed_memory();
+        });
+        reader
+    }
 }
 
 async fn probe(
@@ -291,8 +346,17 @@ async fn probe(
     };
     let fmt = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let deadline = app.deadline(&headers);
-    let Some(snap) = app.collector.probe(&scope, deadline).await else {
-        return text(StatusCode::BAD_REQUEST, "unknown account\n");
+    let snap = match app.collector.probe(&scope, deadline).await {
+        Ok(snap) => snap,
+        Err(ProbeRefused::UnknownAccount) => {
+            return text(StatusCode::BAD_REQUEST, "unknown account\n");
+        }
+        Err(ProbeRefused::NotConfigured) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "this target is not in the configuration (of this shard), and /probe of such targets is switched off (collect.unconfigured_probe_percent: 0)\n",
+            );
+        }
     };
     let body = encode_into(
         crate::kinds::families(),

@@ -2,7 +2,7 @@
 //! comes from the card-detail endpoint every `collect.card_ttl`, its history from the card day
 //! and month usage endpoints; its families are the `tibiot_card_*` metrics (docs/metrics.md).
 
-use super::{Kind, gauge, history, id_labels, kb_to_bytes, served};
+use super::{Bounds, Kind, gauge, history, kb_to_bytes, sample, served};
 use crate::collect::FetchCx;
 use crate::config::{Account, CollectConfig, is_valid_iccid};
 use crate::metrics::expo::MetricType;
@@ -32,14 +32,13 @@ pub(crate) struct CardValues {
 }
 
 impl CardValues {
-    pub(crate) fn from_detail(d: &CardDetail) -> Self {
-        let text = |s: &Option<String>| Box::from(s.as_deref().unwrap_or(""));
+    pub(crate) fn from_detail(d: &CardDetail, bounds: &mut Bounds) -> Self {
         let usage = d.billing_method == Some(BillingMethod::Usage.code());
         Self {
-            imsi: text(&d.imsi),
-            msisdn: text(&d.msisdn),
-            imei: text(&d.imei),
-            apn: text(&d.apn),
+            imsi: bounds.label("imsi", d.imsi.as_deref()),
+            msisdn: bounds.label("msisdn", d.msisdn.as_deref()),
+            imei: bounds.label("imei", d.imei.as_deref()),
+            apn: bounds.label("apn", d.apn.as_deref()),
             status: d.card_status,
             billing_label: d.billing_method.map(BillingMethod::label),
             cycle_bytes: d.use_flow.map(kb_to_bytes),
@@ -65,6 +64,8 @@ impl Kind for Card {
     const ID_FORM: &'static str = "ICCID (18-22 digits)";
     const SUBJECT: Subject = Subject::Card;
     const FAMILIES: &'static [Family] = FAMILIES;
+    const DAILY: &'static Family = &DAILY;
+    const MONTHLY: &'static Family = &MONTHLY;
     type Values = CardValues;
 
     fn configured(account: &Account) -> &[String] {
@@ -83,13 +84,36 @@ impl Kind for Card {
         is_valid_iccid(id)
     }
 
-    async fn fetch(client: &Client, id: &str, cx: &FetchCx) -> Result<CardValues, ApiError> {
+    async fn fetch(client: &Client, id: &str, cx: &FetchCx<'_>) -> Result<CardValues, ApiError> {
         let d = client.get(Query::card_detail(id), cx.deadline).await?;
-        Ok(CardValues::from_detail(&d))
+        let mut bounds = Bounds::default();
+        let values = CardValues::from_detail(&d, &mut bounds);
+        bounds.report::<Card>(cx, id);
+        Ok(values)
     }
 }
 
 const LABELS: &[&str] = &["account", "iccid"];
+
+/// The day-usage history family (also written by the backfill).
+const DAILY: Family = Family {
+    name: "tibiot_card_daily_usage_bytes",
+    help: "Flow used by the card on one day of the API calendar, bytes, for the last collect.history.card_days days. Closed days are fetched once and cached; today is refreshed after collect.history_ttl.",
+    typ: MetricType::Gauge,
+    labels: &["account", "iccid", "date"],
+    served: Served::Both,
+    source: Source::Snapshot(history::<Card, false>),
+};
+
+/// The month-usage history family (also written by the backfill).
+const MONTHLY: Family = Family {
+    name: "tibiot_card_monthly_usage_bytes",
+    help: "Flow used by the card in one month of the API calendar, bytes, for the last collect.history.card_months months. Closed months are fetched once and cached; this month is refreshed after collect.history_ttl.",
+    typ: MetricType::Gauge,
+    labels: &["account", "iccid", "month"],
+    served: Served::Both,
+    source: Source::Snapshot(history::<Card, true>),
+};
 
 /// The card families, in exposition order.
 static FAMILIES: &[Family] = &[
@@ -116,7 +140,7 @@ static FAMILIES: &[Family] = &[
                     ("apn", &*v.apn),
                     ("billing_method", v.billing_label.as_deref().unwrap_or("")),
                 ];
-                w.sample(&id_labels::<Card>(t), &info, 1.0);
+                sample::<Card>(w, t, &info, 1.0);
             }
         }),
     },
@@ -129,13 +153,12 @@ static FAMILIES: &[Family] = &[
         source: Source::Snapshot(|snap, w| {
             for (t, v) in served::<Card>(snap) {
                 let Some(code) = v.status else { continue };
-                let labels = id_labels::<Card>(t);
                 for s in CardStatus::ALL {
                     let current = (s.code() == code) as u8 as f64;
-                    w.sample(&labels, &[("status", s.name())], current);
+                    sample::<Card>(w, t, &[("status", s.name())], current);
                 }
                 if CardStatus::from_code(code).is_none() {
-                    w.sample(&labels, &[("status", &CardStatus::label(code))], 1.0);
+                    sample::<Card>(w, t, &[("status", &CardStatus::label(code))], 1.0);
                 }
             }
         }),
@@ -164,22 +187,8 @@ static FAMILIES: &[Family] = &[
         served: Served::Both,
         source: Source::Snapshot(|snap, w| gauge::<Card>(snap, w, |v| v.capacity_bytes)),
     },
-    Family {
-        name: "tibiot_card_daily_usage_bytes",
-        help: "Flow used by the card on one day of the API calendar, bytes, for the last collect.history.card_days days. Closed days are fetched once and cached; today is refreshed after collect.history_ttl.",
-        typ: MetricType::Gauge,
-        labels: &["account", "iccid", "date"],
-        served: Served::Both,
-        source: Source::Snapshot(history::<Card, false>),
-    },
-    Family {
-        name: "tibiot_card_monthly_usage_bytes",
-        help: "Flow used by the card in one month of the API calendar, bytes, for the last collect.history.card_months months. Closed months are fetched once and cached; this month is refreshed after collect.history_ttl.",
-        typ: MetricType::Gauge,
-        labels: &["account", "iccid", "month"],
-        served: Served::Both,
-        source: Source::Snapshot(history::<Card, true>),
-    },
+    DAILY,
+    MONTHLY,
 ];
 
 #[cfg(test)]
@@ -196,7 +205,7 @@ mod tests {
             imsi: Some("46\"0".into()),
             ..Default::default()
         };
-        let v = CardValues::from_detail(&d);
+        let v = CardValues::from_detail(&d, &mut Bounds::default());
         assert_eq!(v.capacity_bytes, None);
         assert_eq!(v.cycle_bytes, Some(1024.0));
         assert_eq!(v.status_label().unwrap(), "code_5");

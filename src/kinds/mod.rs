@@ -36,6 +36,9 @@ pub(crate) trait Kind: Send + Sync + 'static {
     const SUBJECT: Subject;
     /// Its families, in exposition order.
     const FAMILIES: &'static [Family];
+    /// Its day-usage and month-usage history families (among [`Kind::FAMILIES`]).
+    const DAILY: &'static Family;
+    const MONTHLY: &'static Family;
     /// What a fetched detail becomes.
     type Values: Send + Sync + 'static;
     /// Its targets in an account's configuration.
@@ -50,7 +53,7 @@ pub(crate) trait Kind: Send + Sync + 'static {
     fn fetch(
         client: &Client,
         id: &str,
-        cx: &FetchCx,
+        cx: &FetchCx<'_>,
     ) -> impl Future<Output = Result<Self::Values, ApiError>> + Send;
 }
 
@@ -83,7 +86,7 @@ impl<K: Kind> TargetKind for K {
         &'a self,
         client: &'a Client,
         id: &'a str,
-        cx: &'a FetchCx,
+        cx: &'a FetchCx<'a>,
     ) -> BoxFuture<'a, Result<Values, ApiError>> {
         Box::pin(async move {
             let v = K::fetch(client, id, cx).await?;
@@ -95,16 +98,23 @@ impl<K: Kind> TargetKind for K {
     }
 }
 
-/// A registered kind: its collection side and its families.
+/// A registered kind: its collection side, its families and its history.
 struct Registration {
     kind: &'static dyn TargetKind,
     families: &'static [Family],
+    history: HistorySource,
 }
 
 const fn register<K: Kind>(kind: &'static K) -> Registration {
     Registration {
         kind,
         families: K::FAMILIES,
+        history: HistorySource {
+            kind,
+            id_label: K::ID_LABEL,
+            daily: K::DAILY,
+            monthly: K::MONTHLY,
+        },
     }
 }
 
@@ -134,6 +144,59 @@ pub fn families() -> &'static [Family] {
     &TABLE
 }
 
+/// What a backfill needs of one registered kind: its API subject and id label, its targets in
+/// an account's configuration, its history window, and its day and month families (the same
+/// names, help and labels the exporter serves).
+#[derive(Debug, Clone, Copy)]
+pub struct HistorySource {
+    kind: &'static dyn TargetKind,
+    id_label: &'static str,
+    daily: &'static Family,
+    monthly: &'static Family,
+}
+
+impl HistorySource {
+    /// The kind's name (`pool`, `card`).
+    pub fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// Which usage endpoints serve its history.
+    pub fn subject(&self) -> Subject {
+        self.kind.subject()
+    }
+
+    /// The label that names one target (`pool`, `iccid`).
+    pub fn id_label(&self) -> &'static str {
+        self.id_label
+    }
+
+    /// Its targets in `account`'s configuration.
+    pub fn targets<'a>(&self, account: &'a Account) -> &'a [String] {
+        self.kind.configured(account)
+    }
+
+    /// Days and months of history the configuration keeps for it.
+    pub fn window(&self, c: &CollectConfig) -> (u32, u32) {
+        self.kind.history_window(c)
+    }
+
+    /// The day-usage family (label `date`).
+    pub fn daily(&self) -> &'static Family {
+        self.daily
+    }
+
+    /// The month-usage family (label `month`).
+    pub fn monthly(&self) -> &'static Family {
+        self.monthly
+    }
+}
+
+/// The history of every registered kind, in exposition order (for `tibiotctl backfill`).
+pub fn history_sources() -> impl Iterator<Item = HistorySource> {
+    REGISTERED.iter().map(|r| r.history)
+}
+
 /// The targets of kind `K` in a snapshot, account by account.
 pub(crate) fn targets<K: Kind>(snap: &Snapshot) -> impl Iterator<Item = &TargetSnap> {
     snap.accounts
@@ -148,10 +211,17 @@ pub(crate) fn served<K: Kind>(snap: &Snapshot) -> impl Iterator<Item = (&TargetS
     targets::<K>(snap).filter_map(|t| Some((t, t.value::<K::Values>()?)))
 }
 
-/// `account` and the kind's id label of a target.
+/// One sample of a target: `account` and the kind's id label (escaped once per target, see
+/// `metrics::expo`), then `extra`.
 #[inline]
-pub(crate) fn id_labels<K: Kind>(t: &TargetSnap) -> [(&'static str, &str); 2] {
-    [("account", t.account()), (K::ID_LABEL, t.id())]
+pub(crate) fn sample<K: Kind>(
+    w: &mut Writer<'_>,
+    t: &TargetSnap,
+    extra: &[(&str, &str)],
+    value: f64,
+) {
+    let ids = || [("account", t.account()), (K::ID_LABEL, t.id())];
+    w.sample_memo(t.encoded_labels(), ids, extra, value);
 }
 
 /// A gauge family's samples: one per target with a value, when `value` gives one.
@@ -163,7 +233,7 @@ pub(crate) fn gauge<K: Kind>(
 ) {
     for (t, v) in served::<K>(snap) {
         if let Some(x) = value(v) {
-            w.sample(&id_labels::<K>(t), &[], x);
+            sample::<K>(w, t, &[], x);
         }
     }
 }
@@ -179,9 +249,56 @@ pub(crate) fn history<K: Kind, const MONTHS: bool>(snap: &Snapshot, w: &mut Writ
         let points = if MONTHS { &view.months } else { &view.days };
         for p in points {
             if p.served(snap.now, snap.stale_after) {
-                w.sample(&id_labels::<K>(t), &[(label, &p.label)], p.bytes);
+                sample::<K>(w, t, &[(label, &p.label)], p.bytes);
             }
         }
+    }
+}
+
+/// The longest label value taken from upstream, in bytes (docs/metrics.md, "Bounds"): longer
+/// ones are cut at a character boundary and end with [`TRUNCATED`]. Real names are a few dozen
+/// characters; the bound is far above them and below the `label_value_length_limit` a
+/// Prometheus is likely to set, so one hostile answer cannot make it drop the whole scrape.
+pub(crate) const MAX_LABEL_BYTES: usize = 256;
+
+/// The marker at the end of a cut label value.
+pub(crate) const TRUNCATED: &str = "…";
+
+/// What building one target's values had to bound; reported once per fetch.
+#[derive(Debug, Default)]
+pub(crate) struct Bounds {
+    /// Label values cut: label name and original length in bytes.
+    truncated: Vec<(&'static str, usize)>,
+    /// Card status codes summed into `status="other"`.
+    folded: usize,
+}
+
+impl Bounds {
+    /// `value` (absent: empty) as a label value of at most [`MAX_LABEL_BYTES`] bytes.
+    pub(crate) fn label(&mut self, name: &'static str, value: Option<&str>) -> Box<str> {
+        let v = value.unwrap_or("");
+        if v.len() <= MAX_LABEL_BYTES {
+            return v.into();
+        }
+        self.truncated.push((name, v.len()));
+        let mut end = MAX_LABEL_BYTES - TRUNCATED.len();
+        while !v.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut cut = String::with_capacity(end + TRUNCATED.len());
+        cut.push_str(&v[..end]);
+        cut.push_str(TRUNCATED);
+        cut.into_boxed_str()
+    }
+
+    /// Notes `n` status codes summed into `other`.
+    pub(crate) fn folded(&mut self, n: usize) {
+        self.folded += n;
+    }
+
+    /// Logs and counts what was bounded, if anything.
+    pub(crate) fn report<K: Kind>(&self, cx: &FetchCx<'_>, id: &str) {
+        cx.bounded(K::NAME, id, &self.truncated, self.folded);
     }
 }
 
@@ -189,4 +306,131 @@ pub(crate) fn history<K: Kind, const MONTHS: bool>(snap: &Snapshot, w: &mut Writ
 #[inline]
 pub(crate) fn kb_to_bytes(kb: f64) -> f64 {
     kb * 1024.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::{Collector, Scope};
+    use crate::config::Config;
+    use crate::metrics::expo::Format;
+    use std::sync::Arc;
+
+    /// A collector of 200 pools (30 days, 12 months of history) and `cards` cards, every
+    /// value in the cache, as the warm scrape of docs/benchmarks.md sees it.
+    fn warm(cards: usize) -> Collector {
+        let pools: Vec<String> = (1..=200).map(|i| format!("POOL-{i:04}")).collect();
+        let iccids: Vec<String> = (0..cards).map(|i| format!("8986{i:016}")).collect();
+        let yaml = format!(
+            "accounts:\n  - name: bench\n    base_url: http://127.0.0.1:9\n    auth: none\n    pools: {}\n    cards: {}\ncollect:\n  stale_after: 24h\n  history: {{pool_days: 30, pool_months: 12}}\n",
+            serde_json::to_string(&pools).unwrap(),
+            serde_json::to_string(&iccids).unwrap()
+        );
+        let config = Config::parse(&yaml, std::path::Path::new(".")).unwrap();
+        let c = Collector::new(Arc::new(config), kinds(), Default::default()).unwrap();
+        let rt = c.runtime();
+        let settings = rt.settings();
+        for a in &rt.accounts {
+            for k in &a.kinds {
+                let window = crate::collect::scrape::window(k.kind, settings);
+                for (i, t) in k.targets.iter().enumerate() {
+                    let v: Values = if k.kind.name() == "pool" {
+                        let d = tibiot_api::PoolDetail {
+                            upool_code: Some(t.id.to_string()),
+                            upool_name: Some(format!("华东 \"主\" 池 {i}")),
+                            en_upool_name: Some(format!("East {i}")),
+                            pool_type: Some(1),
+                            use_flow: Some(1.0e6 + i as f64),
+                            total_flow: Some(1.0e7),
+                            billing_cycle: Some(1),
+                            total_card: Some(50.0),
+                            bind_card_status_count: [1, 4, 8, 99]
+                                .map(|c| tibiot_api::CardStatusCount {
+                                    card_status: Some(c),
+                                    total: Some(10.0),
+                                })
+                                .to_vec(),
+                            upool_status: Some(1),
+                            raw_add_time: Some("2025-01-01 10:00:00".into()),
+                            ..Default::default()
+                        };
+                        Box::new(pool::PoolValues::from_detail(
+                            &d,
+                            &settings.calendar,
+                            &mut Bounds::default(),
+                        ))
+                    } else {
+                        let d = tibiot_api::CardDetail {
+                            iccid: Some(t.id.to_string()),
+                            imsi: Some(format!("46000{i:010}")),
+                            msisdn: Some(format!("1440{i:09}")),
+                            imei: Some(format!("86{i:013}")),
+                            apn: Some("cmiot".into()),
+                            total_flow: Some(1.0e6),
+                            use_month_flow: Some(1234.0 + i as f64),
+                            use_flow: Some(5678.0 + i as f64),
+                            billing_method: Some(1),
+                            card_status: Some(8),
+                        };
+                        Box::new(card::CardValues::from_detail(&d, &mut Bounds::default()))
+                    };
+                    crate::sys::lock(&t.detail).record(Ok(v));
+                    if let Some(w) = &window {
+                        let mut h = crate::sys::lock(&t.history);
+                        let h = h.get_or_insert_with(Default::default);
+                        h.align(w);
+                        for slot in h.days.values_mut().chain(h.months.values_mut()) {
+                            slot.record(Ok(Some(1.5e9 + i as f64)));
+                        }
+                        h.invalidate();
+                    }
+                }
+            }
+        }
+        c
+    }
+
+    /// `cargo test --release --lib encode_speed -- --ignored --nocapture`: the CPU cost of
+    /// encoding a warm snapshot of 200 pools + 10,000 cards, per series (no assertion: a
+    /// measurement, see docs/benchmarks.md).
+    #[test]
+    #[ignore]
+    fn encode_speed() {
+        let cards = std::env::var("CARDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000);
+        let rounds = std::env::var("ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30);
+        let c = warm(cards);
+        for fmt in [Format::Text, Format::OpenMetrics] {
+            let mut best = f64::MAX;
+            let mut series = 0;
+            for _ in 0..rounds {
+                let snap = crate::collect::snapshot::snapshot(&c.runtime(), &Scope::All);
+                let started = std::time::Instant::now();
+                let mut bytes = 0;
+                let mut sink = |chunk: Vec<u8>| bytes += chunk.len();
+                let mut w = Writer::streaming(fmt, &mut sink);
+                for f in families() {
+                    if let crate::metrics::Source::Snapshot(read) = f.source
+                        && f.served != crate::metrics::Served::Probe
+                    {
+                        w.family(f);
+                        read(&snap, &mut w);
+                    }
+                }
+                series = w.samples();
+                w.finish();
+                best = best.min(started.elapsed().as_secs_f64());
+            }
+            println!(
+                "{fmt:?}: {series} series in {:.2} ms = {:.1} ns/series",
+                best * 1e3,
+                best * 1e9 / series as f64
+            );
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! day and month usage endpoints; its families are the `tibiot_pool_*` metrics
 //! (docs/metrics.md).
 
-use super::{Kind, gauge, history, id_labels, kb_to_bytes, served};
+use super::{Bounds, Kind, gauge, history, kb_to_bytes, sample, served};
 use crate::collect::FetchCx;
 use crate::config::{Account, CollectConfig, is_valid_pool_code};
 use crate::metrics::expo::MetricType;
@@ -33,7 +33,8 @@ pub(crate) struct PoolValues {
     /// Absent for usage-billed pools and when `totalFlow` is missing.
     pub(crate) capacity_bytes: Option<f64>,
     pub(crate) cards: Option<f64>,
-    /// One entry per reported status, in the order first reported (duplicates summed).
+    /// Cards by status: one entry per reported status in the order first reported
+    /// (duplicates summed), at most [`MAX_UNKNOWN_STATUSES`] unknown ones, then `other`.
     pub(crate) status_cards: Vec<(Cow<'static, str>, f64)>,
     pub(crate) valid: Option<f64>,
     pub(crate) start_ts: Option<f64>,
@@ -41,12 +42,20 @@ pub(crate) struct PoolValues {
     pub(crate) created_ts: Option<f64>,
 }
 
+/// The most unknown card status codes (`code_<n>`) exported per pool: the lowest codes; the
+/// cards of further codes are summed into `status="other"` (docs/metrics.md, "Bounds"). The
+/// API knows seven statuses, all of which are always exported; a real pool reports a handful,
+/// so the bound only ever meets a broken or hostile answer and is not configurable.
+pub(crate) const MAX_UNKNOWN_STATUSES: usize = 24;
+
+/// The `status` of the cards of the codes beyond [`MAX_UNKNOWN_STATUSES`].
+const OTHER: &str = "other";
+
 impl PoolValues {
-    pub(crate) fn from_detail(d: &PoolDetail, cal: &ApiCalendar) -> Self {
+    pub(crate) fn from_detail(d: &PoolDetail, cal: &ApiCalendar, bounds: &mut Bounds) -> Self {
         let type_label = d.pool_type.map(PoolType::label);
         let usage_billed = d.pool_type == Some(PoolType::UsageBilled.code());
         let pkg = d.package_info.as_ref();
-        let text = |s: Option<&str>| Box::from(s.unwrap_or(""));
         let day_start = |s: &Option<String>| {
             s.as_deref()
                 .and_then(|s| cal.parse_timestamp(s))
@@ -54,16 +63,19 @@ impl PoolValues {
                 .map(|dt| cal.day_start(cal.date_at(dt)) as f64)
         };
         Self {
-            name: text(d.upool_name.as_deref()),
-            name_en: text(d.en_upool_name.as_deref()),
+            name: bounds.label("name", d.upool_name.as_deref()),
+            name_en: bounds.label("name_en", d.en_upool_name.as_deref()),
             type_label,
             billing_cycle: d
                 .billing_cycle
                 .map(|c| c.to_string())
                 .unwrap_or_default()
                 .into(),
-            package: text(pkg.and_then(|p| p.client_flow_package_name.as_deref())),
-            channel: text(pkg.and_then(|p| p.channel_name.as_deref())),
+            package: bounds.label(
+                "package",
+                pkg.and_then(|p| p.client_flow_package_name.as_deref()),
+            ),
+            channel: bounds.label("channel", pkg.and_then(|p| p.channel_name.as_deref())),
             used_bytes: d.use_flow.map(kb_to_bytes),
             capacity_bytes: if usage_billed {
                 None
@@ -71,7 +83,7 @@ impl PoolValues {
                 d.total_flow.map(kb_to_bytes)
             },
             cards: d.total_card,
-            status_cards: status_cards(d),
+            status_cards: status_cards(d, bounds),
             valid: d
                 .upool_status
                 .map(|s| (s == PoolStatus::Valid.code()) as u8 as f64),
@@ -86,21 +98,46 @@ impl PoolValues {
     }
 }
 
-/// `bindCardStatusCount` by status name: duplicates summed, in the order first reported.
-fn status_cards(d: &PoolDetail) -> Vec<(Cow<'static, str>, f64)> {
-    let mut out: Vec<(Cow<'static, str>, f64)> = Vec::new();
-    let mut index: HashMap<i64, usize> = HashMap::new();
+/// `bindCardStatusCount` by status name, in one pass: duplicates summed, in the order first
+/// reported; known statuses always, the lowest [`MAX_UNKNOWN_STATUSES`] unknown codes as
+/// `code_<n>`, the cards of the other codes summed into a last `other` entry.
+fn status_cards(d: &PoolDetail, bounds: &mut Bounds) -> Vec<(Cow<'static, str>, f64)> {
+    // code → (position of first report, cards)
+    let mut sums: HashMap<i64, (usize, f64)> = HashMap::new();
     for s in &d.bind_card_status_count {
         let (Some(code), Some(total)) = (s.card_status, s.total) else {
             continue;
         };
-        match index.get(&code) {
-            Some(&i) => out[i].1 += total,
-            None => {
-                index.insert(code, out.len());
-                out.push((CardStatus::label(code), total));
+        let next = sums.len();
+        sums.entry(code).or_insert((next, 0.0)).1 += total;
+    }
+    let mut unknown: Vec<i64> = sums
+        .keys()
+        .copied()
+        .filter(|c| CardStatus::from_code(*c).is_none())
+        .collect();
+    let mut other: Option<f64> = None;
+    if unknown.len() > MAX_UNKNOWN_STATUSES {
+        // The lowest codes stay; selecting them is linear.
+        unknown.select_nth_unstable(MAX_UNKNOWN_STATUSES);
+        for code in &unknown[MAX_UNKNOWN_STATUSES..] {
+            if let Some((_, cards)) = sums.remove(code) {
+                *other.get_or_insert(0.0) += cards;
             }
         }
+        bounds.folded(unknown.len() - MAX_UNKNOWN_STATUSES);
+    }
+    let mut kept: Vec<(usize, i64, f64)> = sums
+        .into_iter()
+        .map(|(code, (at, cards))| (at, code, cards))
+        .collect();
+    kept.sort_unstable_by_key(|k| k.0);
+    let mut out: Vec<(Cow<'static, str>, f64)> = kept
+        .into_iter()
+        .map(|(_, code, cards)| (CardStatus::label(code), cards))
+        .collect();
+    if let Some(cards) = other {
+        out.push((Cow::Borrowed(OTHER), cards));
     }
     out
 }
@@ -112,6 +149,8 @@ impl Kind for Pool {
     const ID_FORM: &'static str = "pool code (1-64 of A-Z a-z 0-9 - _ .)";
     const SUBJECT: Subject = Subject::Pool;
     const FAMILIES: &'static [Family] = FAMILIES;
+    const DAILY: &'static Family = &DAILY;
+    const MONTHLY: &'static Family = &MONTHLY;
     type Values = PoolValues;
 
     fn configured(account: &Account) -> &[String] {
@@ -130,13 +169,36 @@ impl Kind for Pool {
         is_valid_pool_code(id)
     }
 
-    async fn fetch(client: &Client, id: &str, cx: &FetchCx) -> Result<PoolValues, ApiError> {
+    async fn fetch(client: &Client, id: &str, cx: &FetchCx<'_>) -> Result<PoolValues, ApiError> {
         let d = client.get(Query::pool_detail(id), cx.deadline).await?;
-        Ok(PoolValues::from_detail(&d, &cx.calendar))
+        let mut bounds = Bounds::default();
+        let values = PoolValues::from_detail(&d, &cx.calendar, &mut bounds);
+        bounds.report::<Pool>(cx, id);
+        Ok(values)
     }
 }
 
 const LABELS: &[&str] = &["account", "pool"];
+
+/// The day-usage history family (also written by the backfill).
+const DAILY: Family = Family {
+    name: "tibiot_pool_daily_usage_bytes",
+    help: "Flow used by the pool on one day of the API calendar, bytes, for the last collect.history.pool_days days. Closed days are fetched once and cached; today is refreshed after collect.history_ttl.",
+    typ: MetricType::Gauge,
+    labels: &["account", "pool", "date"],
+    served: Served::Both,
+    source: Source::Snapshot(history::<Pool, false>),
+};
+
+/// The month-usage history family (also written by the backfill).
+const MONTHLY: Family = Family {
+    name: "tibiot_pool_monthly_usage_bytes",
+    help: "Flow used by the pool in one month of the API calendar, bytes, for the last collect.history.pool_months months. Closed months are fetched once and cached; this month is refreshed after collect.history_ttl.",
+    typ: MetricType::Gauge,
+    labels: &["account", "pool", "month"],
+    served: Served::Both,
+    source: Source::Snapshot(history::<Pool, true>),
+};
 
 /// The pool families, in exposition order.
 static FAMILIES: &[Family] = &[
@@ -165,7 +227,7 @@ static FAMILIES: &[Family] = &[
                     ("package", &*v.package),
                     ("channel", &*v.channel),
                 ];
-                w.sample(&id_labels::<Pool>(t), &info, 1.0);
+                sample::<Pool>(w, t, &info, 1.0);
             }
         }),
     },
@@ -195,14 +257,14 @@ static FAMILIES: &[Family] = &[
     },
     Family {
         name: "tibiot_pool_status_cards",
-        help: "Cards in the pool by card status (bindCardStatusCount), one series per reported status. May come from the cache.",
+        help: "Cards in the pool by card status (bindCardStatusCount), one series per reported status (at most 24 unknown codes as code_<n>, the cards of further codes summed into status=\"other\"). May come from the cache.",
         typ: MetricType::Gauge,
         labels: &["account", "pool", "status"],
         served: Served::Both,
         source: Source::Snapshot(|snap, w| {
             for (t, v) in served::<Pool>(snap) {
                 for (status, n) in &v.status_cards {
-                    w.sample(&id_labels::<Pool>(t), &[("status", status)], *n);
+                    sample::<Pool>(w, t, &[("status", status)], *n);
                 }
             }
         }),
@@ -239,22 +301,8 @@ static FAMILIES: &[Family] = &[
         served: Served::Both,
         source: Source::Snapshot(|snap, w| gauge::<Pool>(snap, w, |v| v.created_ts)),
     },
-    Family {
-        name: "tibiot_pool_daily_usage_bytes",
-        help: "Flow used by the pool on one day of the API calendar, bytes, for the last collect.history.pool_days days. Closed days are fetched once and cached; today is refreshed after collect.history_ttl.",
-        typ: MetricType::Gauge,
-        labels: &["account", "pool", "date"],
-        served: Served::Both,
-        source: Source::Snapshot(history::<Pool, false>),
-    },
-    Family {
-        name: "tibiot_pool_monthly_usage_bytes",
-        help: "Flow used by the pool in one month of the API calendar, bytes, for the last collect.history.pool_months months. Closed months are fetched once and cached; this month is refreshed after collect.history_ttl.",
-        typ: MetricType::Gauge,
-        labels: &["account", "pool", "month"],
-        served: Served::Both,
-        source: Source::Snapshot(history::<Pool, true>),
-    },
+    DAILY,
+    MONTHLY,
 ];
 
 #[cfg(test)]
@@ -285,7 +333,7 @@ mod tests {
             upool_status: Some(2),
             ..Default::default()
         };
-        let v = PoolValues::from_detail(&d, &cal);
+        let v = PoolValues::from_detail(&d, &cal, &mut Bounds::default());
         assert_eq!(v.used_bytes, Some(1536.0));
         assert_eq!(v.capacity_bytes, None, "usage_billed has no capacity");
         assert_eq!(
@@ -301,5 +349,66 @@ mod tests {
         assert_eq!(v.type_label.as_deref(), Some("usage_billed"));
         assert_eq!(&*v.billing_cycle, "3");
         assert_eq!(&*v.channel, "ch");
+    }
+
+    #[test]
+    fn statuses_and_names_are_bounded() {
+        let cal = ApiCalendar::default();
+        let count = |code, total| CardStatusCount {
+            card_status: Some(code),
+            total: Some(total),
+        };
+        // 100,000 distinct codes (the seven known ones among them), in reverse, one card
+        // each, and code 8 once more; a name of 1 MiB of three-byte characters.
+        let mut statuses: Vec<CardStatusCount> =
+            (1..=100_000).rev().map(|c| count(c, 1.0)).collect();
+        statuses.push(count(8, 2.0));
+        let d = PoolDetail {
+            upool_name: Some("池".repeat(1 << 19)),
+            bind_card_status_count: statuses,
+            ..Default::default()
+        };
+        let mut bounds = Bounds::default();
+        let v = PoolValues::from_detail(&d, &cal, &mut bounds);
+        let known = CardStatus::ALL.len();
+        assert_eq!(v.status_cards.len(), known + MAX_UNKNOWN_STATUSES + 1);
+        let total: f64 = v.status_cards.iter().map(|s| s.1).sum();
+        assert_eq!(total, 100_002.0, "no card is lost");
+        for s in CardStatus::ALL {
+            assert!(v.status_cards.iter().any(|(n, _)| n == s.name()), "{s:?}");
+        }
+        assert!(
+            v.status_cards
+                .iter()
+                .any(|(n, c)| n == "normal" && *c == 3.0)
+        );
+        // The lowest unknown codes stay: 2, 3, 5, 6, 7, 9, …
+        assert!(v.status_cards.iter().any(|(n, _)| n == "code_2"));
+        assert!(!v.status_cards.iter().any(|(n, _)| n == "code_99999"));
+        let other = v.status_cards.last().unwrap();
+        assert_eq!(other.0, "other");
+        let folded = 100_000 - known - MAX_UNKNOWN_STATUSES;
+        assert_eq!(other.1, folded as f64);
+        assert_eq!(bounds.folded, folded);
+        assert!(
+            v.name.len() <= super::super::MAX_LABEL_BYTES,
+            "{}",
+            v.name.len()
+        );
+        assert!(v.name.ends_with(super::super::TRUNCATED));
+        assert!(v.name.starts_with("池池"));
+        assert_eq!(bounds.truncated, vec![("name", 3 << 19)]);
+        // Within the bounds nothing is cut or folded.
+        let mut bounds = Bounds::default();
+        let small = PoolDetail {
+            upool_name: Some("n".repeat(super::super::MAX_LABEL_BYTES)),
+            // six known codes and 24 unknown ones
+            bind_card_status_count: (1..=30).map(|c| count(c, 1.0)).collect(),
+            ..Default::default()
+        };
+        let v = PoolValues::from_detail(&small, &cal, &mut bounds);
+        assert_eq!(v.status_cards.len(), 30);
+        assert!(bounds.truncated.is_empty() && bounds.folded == 0);
+        assert_eq!(v.name.len(), super::super::MAX_LABEL_BYTES);
     }
 }

@@ -6,12 +6,16 @@
 //! whole.
 //!
 //! Labels reach the writer as data (`(name, value)` pairs, values as they came from upstream
-//! or the configuration) and are escaped here, while they are written ([`escape_into`]).
+//! or the configuration) and are escaped here, while they are written ([`escape_into`]). The
+//! identifying labels of a target (`account` and its id), which never change and appear in
+//! every one of its samples, are escaped once and memoised in a write-once slot the target
+//! carries for the writer ([`Writer::sample_memo`]).
 
 use super::Family;
+use std::sync::OnceLock;
 
 /// The two exposition formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     /// `text/plain; version=0.0.4`.
     Text,
@@ -187,6 +191,39 @@ impl<'a> Writer<'a> {
         self.end_line();
     }
 
+    /// A sample whose first labels are `fixed`, written from `memo`: the first call for a
+    /// memo renders and escapes them there, later calls (every other sample of the target,
+    /// in this and later expositions) copy them. Then the labels of `extra`. The memo must
+    /// only ever be used with the same `fixed` labels.
+    #[inline]
+    pub(crate) fn sample_memo<'l>(
+        &mut self,
+        memo: &OnceLock<Box<[u8]>>,
+        fixed: impl FnOnce() -> [(&'l str, &'l str); 2],
+        extra: &[(&str, &str)],
+        value: f64,
+    ) {
+        let rendered = memo.get_or_init(|| {
+            let mut r = Vec::new();
+            write_labels(&mut r, &fixed(), b'{');
+            r.into_boxed_slice()
+        });
+        if !self.header_done {
+            self.header();
+        }
+        self.samples += 1;
+        let b = &mut self.buf;
+        let extra_bytes: usize = extra.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+        b.reserve(self.name.len() + rendered.len() + extra_bytes + 32);
+        b.extend_from_slice(self.name.as_bytes());
+        b.extend_from_slice(rendered);
+        write_labels(b, extra, b',');
+        b.push(b'}');
+        b.push(b' ');
+        write_value(b, value);
+        self.end_line();
+    }
+
     /// A sample with a timestamp (unix seconds; written as seconds in OpenMetrics and as
     /// milliseconds in text 0.0.4), as a backfill writes them.
     pub fn sample_at(
@@ -212,18 +249,17 @@ impl<'a> Writer<'a> {
         }
         self.samples += 1;
         let b = &mut self.buf;
+        // One reservation per line: the pushes below do not grow the buffer one by one.
+        let label_bytes: usize = labels
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum();
+        b.reserve(self.name.len() + label_bytes + 32);
         b.extend_from_slice(self.name.as_bytes());
         if !labels.is_empty() || !extra.is_empty() {
-            b.push(b'{');
-            for (i, (k, v)) in labels.iter().chain(extra).enumerate() {
-                if i > 0 {
-                    b.push(b',');
-                }
-                b.extend_from_slice(k.as_bytes());
-                b.extend_from_slice(b"=\"");
-                escape_into(b, v);
-                b.push(b'"');
-            }
+            write_labels(b, labels, b'{');
+            write_labels(b, extra, if labels.is_empty() { b'{' } else { b',' });
             b.push(b'}');
         }
         b.push(b' ');
@@ -269,15 +305,26 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// Appends `v` escaped as a label value (`\` `"` and newline).
+/// Appends `k="v"` for each label, values escaped, the first after `first` and the others
+/// after a comma.
+#[inline]
+fn write_labels(b: &mut Vec<u8>, labels: &[(&str, &str)], first: u8) {
+    let mut sep = first;
+    for (k, v) in labels {
+        b.push(sep);
+        sep = b',';
+        b.extend_from_slice(k.as_bytes());
+        b.extend_from_slice(b"=\"");
+        escape_into(b, v);
+        b.push(b'"');
+    }
+}
+
+/// Appends `v` escaped as a label value (`\\` `"` and newline).
 #[inline]
 pub(crate) fn escape_into(out: &mut Vec<u8>, v: &str) {
     let bytes = v.as_bytes();
-    // A branch-free scan (the compiler vectorises it): most values need no escaping.
-    if !bytes
-        .iter()
-        .fold(false, |found, &c| found | matches!(c, b'\\' | b'"' | b'\n'))
-    {
+    if !needs_escaping(bytes) {
         out.extend_from_slice(bytes);
         return;
     }
@@ -289,6 +336,41 @@ pub(crate) fn escape_into(out: &mut Vec<u8>, v: &str) {
             c => out.push(c),
         }
     }
+}
+
+/// Whether `bytes` holds a backslash, a double quote or a newline. Eight bytes at a time
+/// (most label values are short and need no escaping; this is on the hot path).
+#[inline]
+fn needs_escaping(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    /// Non-zero when a byte of `x` equals `c` (the classic zero-byte test on `x ^ c…c`).
+    #[inline(always)]
+    fn has(x: u64, c: u8) -> u64 {
+        let y = x ^ (ONES * c as u64);
+        y.wrapping_sub(ONES) & !y & HIGHS
+    }
+    let special = |x: u64| has(x, b'\\') | has(x, b'"') | has(x, b'\n') != 0;
+    let n = bytes.len();
+    if n >= 8 {
+        // Whole words, then the last eight bytes (overlapping what was checked).
+        let word = |at: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(a)
+        };
+        return (0..n / 8).any(|k| special(word(k * 8))) || special(word(n - 8));
+    }
+    if n >= 4 {
+        // The first and the last four bytes (overlapping) make one word.
+        let half = |at: usize| {
+            let mut a = [0u8; 4];
+            a.copy_from_slice(&bytes[at..at + 4]);
+            u32::from_le_bytes(a) as u64
+        };
+        return special(half(0) | half(n - 4) << 32);
+    }
+    bytes.iter().any(|&c| matches!(c, b'\\' | b'"' | b'\n'))
 }
 
 fn escape_help(out: &mut Vec<u8>, v: &str) {
@@ -395,6 +477,25 @@ mod tests {
         w.sample_at(&[], &[], 3.0, 1_767_196_800);
         let out = String::from_utf8(w.finish()).unwrap();
         assert!(out.ends_with("z 3 1767196800000\n"), "{out}");
+    }
+
+    #[test]
+    fn escaping_is_found_at_every_position() {
+        for len in 0..40 {
+            let plain = "a池".repeat(len);
+            assert!(!needs_escaping(plain.as_bytes()));
+            for at in 0..=plain.len() {
+                if !plain.is_char_boundary(at) {
+                    continue;
+                }
+                for c in ["\\", "\"", "\n"] {
+                    let v = format!("{}{c}{}", &plain[..at], &plain[at..]);
+                    assert!(needs_escaping(v.as_bytes()), "{v:?}");
+                }
+            }
+        }
+        // Bytes next to the special ones (0x5b, 0x5d, 0x21, 0x23, 0x09, 0x0b) are not.
+        assert!(!needs_escaping(b"[]!#\t\x0bABCDEFGH"));
     }
 
     #[test]

@@ -73,6 +73,14 @@ pub(crate) static FAMILIES: &[Family] = &[
         source: Source::Registry,
     },
     Family {
+        name: "tibiot_label_values_truncated_total",
+        help: "Label values from upstream cut to their bound of 256 bytes (ending in …), by kind of target; the log names the target and the label.",
+        typ: MetricType::Counter,
+        labels: &["account", "kind"],
+        served: Served::Metrics,
+        source: Source::Registry,
+    },
+    Family {
         name: "process_cpu_seconds_total",
         help: "Total user and system CPU time spent in seconds.",
         typ: MetricType::Counter,
@@ -179,7 +187,7 @@ impl OwnMetrics {
             "tibiot_exporter_config_last_reload_success_timestamp_seconds",
             reload_time.clone(),
         );
-        registry.register_collector(Box::new(ApiRequests(collector)));
+        registry.register_collector(Box::new(AccountMetrics(collector)));
         registry.register_collector(Box::new(Process));
         let me = Self {
             registry,
@@ -214,12 +222,13 @@ impl OwnMetrics {
     }
 }
 
-/// `tibiot_api_requests_total` and `tibiot_api_request_duration_seconds` of the configured
-/// accounts, for the endpoints the registered kinds call.
+/// The per-account statistics of the configured accounts: `tibiot_api_requests_total` and
+/// `tibiot_api_request_duration_seconds` for the endpoints the registered kinds call, and
+/// `tibiot_label_values_truncated_total` for each registered kind.
 #[derive(Debug)]
-struct ApiRequests(Arc<Collector>);
+struct AccountMetrics(Arc<Collector>);
 
-impl PcCollector for ApiRequests {
+impl PcCollector for AccountMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = self.0.stats();
         if stats.is_empty() {
@@ -263,6 +272,14 @@ impl PcCollector for ApiRequests {
                 let labels = [("account", s.account()), ("endpoint", e.name())];
                 m.encode_family(&labels)?
                     .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+            }
+        }
+        let f = family("tibiot_label_values_truncated_total");
+        let mut m = encoder.encode_descriptor(registered_name(f), f.help, None, PcType::Counter)?;
+        for s in &stats {
+            for k in self.0.kinds() {
+                let labels = [("account", s.account()), ("kind", k.name())];
+                ConstCounter::new(s.truncations(k.name())).encode(m.encode_family(&labels)?)?;
             }
         }
         Ok(())

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tibiot_exporter::config::Config;
-use tibiot_exporter::http::{App, Loader, router};
+use tibiot_exporter::http::{App, Loader, Shard, router};
 use tibiot_sim::{SimHandle, SimOptions};
 
 /// A simulator on a free loopback port.
@@ -47,7 +47,17 @@ impl Server {
     }
 
     pub async fn start_config(config: Config, loader: Option<Loader>) -> Server {
-        let app = App::new(config, loader).expect("the exporter starts");
+        Self::start_app(App::new(config, loader).expect("the exporter starts")).await
+    }
+
+    /// One shard (`shard` of `total`) of the exporter of `yaml`.
+    pub async fn start_shard(yaml: &str, shard: u32, total: u32) -> Server {
+        let config = Config::parse(yaml, Path::new(".")).expect("valid test configuration");
+        let shard = Shard::new(shard, total).expect("valid shard");
+        Self::start_app(App::sharded(config, None, shard).expect("the exporter starts")).await
+    }
+
+    async fn start_app(app: Arc<App>) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let r = router(app.clone());
@@ -69,6 +79,8 @@ impl Drop for Server {
 }
 
 pub fn client() -> reqwest::Client {
+    // reqwest's TLS takes the process's rustls provider
+    tibiot_api::client::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .no_gzip()

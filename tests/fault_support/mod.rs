@@ -15,6 +15,7 @@ pub struct Exporter {
     child: Child,
     pub addr: String,
     pub log: Arc<Mutex<Vec<String>>>,
+    config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -66,8 +67,21 @@ impl Exporter {
             child,
             addr,
             log,
+            config: path,
             _dir: dir,
         }
+    }
+
+    /// Replaces the configuration file with `config` and reloads it (`POST /-/reload`);
+    /// panics unless the reload succeeds.
+    pub async fn reload_with(&self, config: &str) {
+        std::fs::write(&self.config, config).expect("write config");
+        let r = http()
+            .post(self.url("/-/reload"))
+            .send()
+            .await
+            .expect("reload answered");
+        assert_eq!(r.status().as_u16(), 200, "reload: {:?}", r.text().await);
     }
 
     pub fn pid(&self) -> u32 {
@@ -139,6 +153,8 @@ pub fn closed_port() -> ClosedPort {
 
 /// An HTTP client for scraping (no proxy, bounded).
 pub fn http() -> reqwest::Client {
+    // reqwest's TLS takes the process's rustls provider
+    tibiot_api::client::install_crypto_provider();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(60))

@@ -122,9 +122,12 @@ pub fn write_atomically(path: &Path, text: &str) {
 }
 
 pub fn client_builder() -> reqwest::ClientBuilder {
+    // reqwest's TLS takes the process's rustls provider
+    tibiot_api::client::install_crypto_provider();
     reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
+        .tls_backend_rustls()
+        // only the roots a test adds
+        .tls_certs_only([])
         .no_proxy()
         .timeout(Duration::from_secs(20))
 }

@@ -8,8 +8,11 @@
 //! - A response body larger than `max_body_bytes` is a decode error; it is never buffered whole.
 //! - Success needs HTTP 2xx **and** an envelope `code` among `success_codes`.
 //! - Retries (docs/collection.md): GETs only, on transport errors, 5xx and 429 (honouring
-//!   `Retry-After`), with jittered exponential backoff, never past the deadline. The card
-//!   network operation (POST) is never retried.
+//!   `Retry-After`), with jittered exponential backoff, never past the deadline. When the
+//!   deadline ends the retries, the error is the last real failure (HTTP 500, API code, ...),
+//!   not the deadline. The card network operation (POST) is never retried.
+//! - A 429 with `Retry-After` pauses the account's [`Gate`] until then: no request of the
+//!   account goes out before the time the API named.
 //! - Every HTTP attempt passes the account's optional [`Gate`] (concurrency and rate limits),
 //!   retries included; a backoff sleep holds no slot. The deadline may be a budget that
 //!   starts at the first admission ([`Deadline::AfterAdmission`]).
@@ -33,6 +36,16 @@ pub const USER_AGENT: &str = concat!("tibiot-exporter/", env!("CARGO_PKG_VERSION
 /// Told about every HTTP attempt the client makes.
 pub trait RequestObserver: Send + Sync {
     fn observe(&self, endpoint: Endpoint, outcome: Outcome, elapsed: Duration);
+}
+
+/// How one attempt ended.
+enum Failed {
+    /// The deadline passed before the request could be sent.
+    NotSent,
+    /// Sent, and the caller's deadline (not the request's own timeout) ended the wait.
+    CutShort,
+    /// An answer (or a transport error, or the request's own timeout).
+    Answered(ApiError),
 }
 
 /// Retry and backoff settings for idempotent requests.
@@ -177,9 +190,21 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Installs ring as the process's default rustls crypto provider unless one is installed:
+/// reqwest's TLS (built without a provider of its own) takes that default. Called by
+/// [`Client::new`]; anything else that builds a `reqwest::Client` in the same process calls
+/// it first. Idempotent.
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // An error means another thread installed one meanwhile: fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 impl Client {
     /// Builds a client with its own connection pool.
     pub fn new(opts: ClientOptions) -> Result<Self, BuildError> {
+        install_crypto_provider();
         let headers = header_map(&opts.headers)?;
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
@@ -253,7 +278,9 @@ impl Client {
         crate::endpoint::required(data)
     }
 
-    /// One GET with retries; the envelope's `data`.
+    /// One GET with retries; the envelope's `data`. The error returned is the last real
+    /// failure: when the deadline leaves no time for another attempt (or cuts a retry short),
+    /// the failure that caused the retry is returned, not the deadline.
     async fn get_data(
         &self,
         ep: Endpoint,
@@ -262,36 +289,42 @@ impl Client {
     ) -> Result<serde_json::Value, ApiError> {
         let retry = self.inner.retry;
         let mut attempt = 1;
+        let mut last: Option<ApiError> = None;
         loop {
-            match self
-                .attempt(ep, reqwest::Method::GET, query, Vec::new(), &mut deadline)
+            let e = match self
+                .try_once(ep, reqwest::Method::GET, query, Vec::new(), &mut deadline)
                 .await
             {
                 Ok(data) => return Ok(data),
-                Err(e) if e.is_retryable() && attempt < retry.max_attempts => {
-                    let mut wait = retry.backoff(attempt);
-                    if let ApiError::RateLimited {
-                        retry_after: Some(after),
-                    } = &e
-                    {
-                        wait = wait.max(*after);
-                    }
-                    // fixed by the first attempt's admission
-                    let give_up = deadline.fixed().unwrap_or_else(Instant::now);
-                    if Instant::now() + wait >= give_up {
-                        return Err(e);
-                    }
-                    tracing::debug!(endpoint = ep.name(), attempt, error = %e, wait_ms = wait.as_millis() as u64, "retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
+                Err(Failed::NotSent) | Err(Failed::CutShort) => {
+                    return Err(last.unwrap_or(ApiError::Timeout));
                 }
-                Err(e) => return Err(e),
+                Err(Failed::Answered(e)) => e,
+            };
+            if !(e.is_retryable() && attempt < retry.max_attempts) {
+                return Err(e);
             }
+            let mut wait = retry.backoff(attempt);
+            if let ApiError::RateLimited {
+                retry_after: Some(after),
+            } = &e
+            {
+                wait = wait.max(*after);
+            }
+            // fixed by the first attempt's admission
+            let give_up = deadline.fixed().unwrap_or_else(Instant::now);
+            if Instant::now() + wait >= give_up {
+                return Err(e);
+            }
+            tracing::debug!(endpoint = ep.name(), attempt, error = %e, wait_ms = wait.as_millis() as u64, "retrying");
+            last = Some(e);
+            tokio::time::sleep(wait).await;
+            attempt += 1;
         }
     }
 
-    /// One HTTP attempt: admitted by the gate (a budget deadline starts here), observed,
-    /// and holding its slot only until it is answered; returns the envelope's `data`.
+    /// One HTTP attempt as an [`ApiError`] (the network operation, which is never retried).
+    #[cfg(feature = "operate")]
     async fn attempt(
         &self,
         ep: Endpoint,
@@ -300,13 +333,35 @@ impl Client {
         body: Vec<u8>,
         deadline: &mut Deadline,
     ) -> Result<serde_json::Value, ApiError> {
-        let _admission = self.admit(*deadline).await?;
+        self.try_once(ep, method, query, body, deadline)
+            .await
+            .map_err(|f| match f {
+                Failed::Answered(e) => e,
+                Failed::NotSent | Failed::CutShort => ApiError::Timeout,
+            })
+    }
+
+    /// One HTTP attempt: admitted by the gate (a budget deadline starts here), observed,
+    /// and holding its slot only until it is answered; returns the envelope's `data`. A
+    /// `429` with `Retry-After` pauses the whole gate until then.
+    async fn try_once(
+        &self,
+        ep: Endpoint,
+        method: reqwest::Method,
+        query: &[(&'static str, String)],
+        body: Vec<u8>,
+        deadline: &mut Deadline,
+    ) -> Result<serde_json::Value, Failed> {
+        let Ok(_admission) = self.admit(*deadline).await else {
+            return Err(Failed::NotSent);
+        };
         let now = Instant::now();
         let deadline = deadline.start(now);
         if now >= deadline {
-            return Err(ApiError::Timeout);
+            return Err(Failed::NotSent);
         }
-        let until = deadline.min(now + self.inner.request_timeout);
+        let own_limit = now + self.inner.request_timeout;
+        let until = deadline.min(own_limit);
         let started = std::time::Instant::now();
         let result =
             match tokio::time::timeout_at(until, self.exchange(ep, method, query, body)).await {
@@ -320,7 +375,21 @@ impl Client {
             };
             obs.observe(ep, outcome, started.elapsed());
         }
-        result
+        if let (
+            Err(ApiError::RateLimited {
+                retry_after: Some(after),
+            }),
+            Some(gate),
+        ) = (&result, &self.inner.gate)
+        {
+            gate.pause_for(*after);
+        }
+        match result {
+            // the caller's deadline, not the request's own timeout, ended it
+            Err(ApiError::Timeout) if until < own_limit => Err(Failed::CutShort),
+            Err(e) => Err(Failed::Answered(e)),
+            Ok(v) => Ok(v),
+        }
     }
 
     /// Waits for the gate, no longer than a fixed deadline. A request that never got in was

@@ -8,16 +8,32 @@
 //!
 //! A [`Deadline`] is either a fixed instant or a budget that starts once the first attempt is
 //! admitted, so that work waiting in the gate's queue is not timed out by the wait.
+//!
+//! The gate also remembers a `Retry-After` ([`Gate::pause_for`]): until the time the API named
+//! (at most [`MAX_PAUSE`] ahead) it admits no request of the account, whoever asks.
+//!
+//! A caller that must choose *what* to send only once a request may go (a fair queue: the
+//! choice made after admission cannot be overtaken) takes the admission itself and hands it
+//! to the request with [`with_admission`]: the first [`Gate::admit`] of that gate inside the
+//! future uses it instead of queueing again.
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+/// The longest pause a `Retry-After` can impose (a longer one is shortened to this; when it
+/// runs out, the next request asks again and the API may name a new time).
+pub const MAX_PAUSE: Duration = Duration::from_secs(300);
 
 /// An account's limits on upstream requests. Shared by all clones of a client.
 pub struct Gate {
     slots: Arc<Semaphore>,
     rate: Option<governor::DefaultDirectRateLimiter>,
+    /// No request is admitted before this instant (a remembered `Retry-After`).
+    pause: Mutex<Option<Instant>>,
+    max_pause: Duration,
 }
 
 impl std::fmt::Debug for Gate {
@@ -25,6 +41,7 @@ impl std::fmt::Debug for Gate {
         f.debug_struct("Gate")
             .field("free_slots", &self.slots.available_permits())
             .field("rate_limited", &self.rate.is_some())
+            .field("paused_until", &self.paused_until())
             .finish()
     }
 }
@@ -33,6 +50,28 @@ impl std::fmt::Debug for Gate {
 #[must_use]
 pub struct Admission {
     _slot: Option<OwnedSemaphorePermit>,
+    /// The gate that admitted it (its semaphore's address).
+    gate: usize,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission").finish_non_exhaustive()
+    }
+}
+
+tokio::task_local! {
+    static ADMITTED: RefCell<Option<Admission>>;
+}
+
+/// Runs `fut` with `admission` already granted: the first [`Gate::admit`] inside it on the gate
+/// that granted the admission returns it at once (later ones, e.g. retries, queue as usual).
+pub async fn with_admission<F: Future>(admission: Admission, fut: F) -> F::Output {
+    ADMITTED.scope(RefCell::new(Some(admission)), fut).await
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Gate {
@@ -43,18 +82,73 @@ impl Gate {
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             rate: std::num::NonZeroU32::new(requests_per_second)
                 .map(|r| governor::RateLimiter::direct(governor::Quota::per_second(r))),
+            pause: Mutex::new(None),
+            max_pause: MAX_PAUSE,
         }
     }
 
-    /// Waits for a free slot, then for a rate token.
-    pub async fn admit(&self) -> Admission {
-        // The semaphore is never closed, so acquiring fails never; were it to, the request
-        // would go without a slot rather than fail.
-        let slot = self.slots.clone().acquire_owned().await.ok();
-        if let Some(rate) = &self.rate {
-            rate.until_ready().await;
+    /// Sets the longest pause a `Retry-After` can impose (default [`MAX_PAUSE`]; zero: none).
+    pub fn with_max_pause(mut self, max: Duration) -> Self {
+        self.max_pause = max;
+        self
+    }
+
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.slots) as usize
+    }
+
+    /// Remembers a `Retry-After` of `after`: no request is admitted before then (capped at the
+    /// gate's longest pause; an earlier, longer pause is kept). Returns the end of the pause.
+    pub fn pause_for(&self, after: Duration) -> Option<Instant> {
+        let until = Instant::now() + after.min(self.max_pause);
+        let mut p = lock(&self.pause);
+        if p.is_none_or(|old| old < until) && !after.min(self.max_pause).is_zero() {
+            *p = Some(until);
         }
-        Admission { _slot: slot }
+        *p
+    }
+
+    /// The end of the current pause, if one is in force.
+    pub fn paused_until(&self) -> Option<Instant> {
+        lock(&self.pause).filter(|p| *p > Instant::now())
+    }
+
+    /// Waits out a pause, then for a free slot, then for a rate token. Inside
+    /// [`with_admission`] the first call returns the admission it was given.
+    pub async fn admit(&self) -> Admission {
+        let given = ADMITTED
+            .try_with(|a| {
+                let mut a = a.borrow_mut();
+                match a.as_ref() {
+                    Some(adm) if adm.gate == self.id() => a.take(),
+                    _ => None,
+                }
+            })
+            .ok()
+            .flatten();
+        if let Some(a) = given {
+            return a;
+        }
+        loop {
+            if let Some(until) = self.paused_until() {
+                tokio::time::sleep_until(until).await;
+                continue;
+            }
+            // The semaphore is never closed, so acquiring fails never; were it to, the request
+            // would go without a slot rather than fail.
+            let slot = self.slots.clone().acquire_owned().await.ok();
+            if let Some(rate) = &self.rate {
+                rate.until_ready().await;
+            }
+            // A pause that began while this request queued holds it too.
+            if self.paused_until().is_some() {
+                continue;
+            }
+            return Admission {
+                _slot: slot,
+                gate: self.id(),
+            };
+        }
     }
 }
 
@@ -111,6 +205,44 @@ mod tests {
         assert_eq!(d.start(t0 + Duration::from_secs(3)), at);
         let mut fixed = Deadline::from(t0);
         assert_eq!(fixed.start(t0 + Duration::from_secs(1)), t0);
+    }
+
+    #[tokio::test]
+    async fn a_pause_holds_every_request_and_is_capped() {
+        let gate = Gate::new(4, 0).with_max_pause(Duration::from_millis(300));
+        let t0 = Instant::now();
+        let until = gate.pause_for(Duration::from_secs(3600)).unwrap();
+        assert!(
+            until <= Instant::now() + Duration::from_millis(300),
+            "not capped"
+        );
+        assert!(until >= t0 + Duration::from_millis(300));
+        // a shorter pause does not shorten it
+        assert_eq!(gate.pause_for(Duration::from_millis(5)), Some(until));
+        let _a = gate.admit().await;
+        assert!(Instant::now() >= until, "admitted during the pause");
+        assert_eq!(gate.paused_until(), None);
+    }
+
+    #[tokio::test]
+    async fn a_given_admission_is_used_once_and_only_by_its_gate() {
+        let gate = Gate::new(1, 0);
+        let other = Gate::new(1, 0);
+        let adm = gate.admit().await;
+        with_admission(adm, async {
+            // the other gate queues as usual (and has a free slot)
+            let _o = other.admit().await;
+            // the first admit of the granting gate gets the admission: no wait for the slot
+            let first = tokio::time::timeout(Duration::from_secs(5), gate.admit()).await;
+            assert!(first.is_ok(), "the given admission was not used");
+            // the second queues behind the (only) slot, which the first still holds
+            let second = tokio::time::timeout(Duration::from_millis(50), gate.admit()).await;
+            assert!(
+                second.is_err(),
+                "a second request went past the single slot"
+            );
+        })
+        .await;
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //! `{"listen","app_key","app_secret","pools","cards"}` as the first line on stdout, and serves
 //! until SIGINT or SIGTERM.
 
-use crate::{SimHandle, SimOptions};
+use crate::{Fault, FaultRule, SimHandle, SimOptions};
 use clap::Args;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -93,6 +93,16 @@ pub struct SimulateArgs {
     /// One step of a network-operation batch.
     #[arg(long = "batch-step", value_parser = parse_duration, default_value = "400ms")]
     pub batch_step: Duration,
+    /// A pool code whose detail is hostile as data: --hostile-statuses distinct card
+    /// statuses and a name of --hostile-name-bytes bytes (repeatable).
+    #[arg(long = "hostile-pool")]
+    pub hostile_pools: Vec<String>,
+    /// Distinct card statuses in a hostile pool's detail.
+    #[arg(long = "hostile-statuses", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub hostile_statuses: u32,
+    /// Bytes of a hostile pool's name.
+    #[arg(long = "hostile-name-bytes", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(0..=16_777_216))]
+    pub hostile_name_bytes: u32,
     /// Runaway cards and the world clock's speed.
     #[command(flatten)]
     pub knobs: Box<TimeKnobs>,
@@ -169,6 +179,18 @@ impl SimulateArgs {
             clock_speed: self.knobs.clock_speed,
             clock_start: self.knobs.clock_start,
             clock_control: self.knobs.clock_control,
+            faults: self
+                .hostile_pools
+                .iter()
+                .map(|code| {
+                    FaultRule::new(Fault::HostilePool {
+                        statuses: self.hostile_statuses,
+                        name_bytes: self.hostile_name_bytes,
+                    })
+                    .target(code.clone())
+                    .endpoint(tibiot_api::Endpoint::PoolDetail)
+                })
+                .collect(),
             ..SimOptions::default()
         }
     }

@@ -1,10 +1,14 @@
 //! Request counters of the simulator, per endpoint and per (endpoint, target), for tests that
 //! count upstream calls (retries, caching, shared in-flight fetches). Every request to a known
 //! endpoint path counts, whatever its answer (auth failures and injected faults included).
+//! Per target it also keeps when the latest request arrived. Outside the process (benchmarks,
+//! scripts) the same numbers are read as JSON from `GET /-/counters` ([`Counters::to_json`]).
 
+use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 use tibiot_api::Endpoint;
 
 /// Most distinct (endpoint, target) pairs counted; later new pairs are not counted per target.
@@ -17,11 +21,19 @@ fn index(e: Endpoint) -> usize {
 #[derive(Debug, Default)]
 pub struct Counters {
     per_endpoint: [AtomicU64; 8],
-    per_target: Mutex<HashMap<(Endpoint, String), u64>>,
+    /// Requests and the unix time of the latest one, per (endpoint, target).
+    per_target: Mutex<HashMap<(Endpoint, String), (u64, f64)>>,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl Counters {
-    fn targets(&self) -> std::sync::MutexGuard<'_, HashMap<(Endpoint, String), u64>> {
+    fn targets(&self) -> std::sync::MutexGuard<'_, HashMap<(Endpoint, String), (u64, f64)>> {
         self.per_target.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -31,12 +43,14 @@ impl Counters {
         if targets.is_empty() {
             return;
         }
+        let now = unix_now();
         let mut map = self.targets();
         for t in targets {
-            if let Some(n) = map.get_mut(&(e, t.clone())) {
+            if let Some((n, last)) = map.get_mut(&(e, t.clone())) {
                 *n += 1;
+                *last = now;
             } else if map.len() < MAX_TARGETS {
-                map.insert((e, t.clone()), 1);
+                map.insert((e, t.clone()), (1, now));
             }
         }
     }
@@ -48,8 +62,7 @@ impl Counters {
     pub fn requests_for(&self, e: Endpoint, target: &str) -> u64 {
         self.targets()
             .get(&(e, target.to_owned()))
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |(n, _)| *n)
     }
 
     pub fn total(&self) -> u64 {
@@ -57,6 +70,29 @@ impl Counters {
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// `{"total": N, "endpoints": {"card_detail": N, ...}}`, and with `per_target` also
+    /// `"targets": {"card_detail": {"<id>": [requests, unix time of the latest], ...}, ...}`.
+    pub fn to_json(&self, per_target: bool) -> Value {
+        let endpoints: Map<String, Value> = Endpoint::ALL
+            .iter()
+            .map(|e| (e.name().to_owned(), json!(self.requests(*e))))
+            .collect();
+        let mut out = json!({"total": self.total(), "endpoints": endpoints});
+        if per_target {
+            let mut targets: Map<String, Value> = Map::new();
+            for ((e, t), (n, last)) in self.targets().iter() {
+                let per = targets
+                    .entry(e.name().to_owned())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(m) = per {
+                    m.insert(t.clone(), json!([n, last]));
+                }
+            }
+            out["targets"] = Value::Object(targets);
+        }
+        out
     }
 
     pub fn reset(&self) {

@@ -9,6 +9,9 @@
 //! 3. `error_rate`: that share of requests gets a random one of HTTP 500, HTTP 429 with
 //!    `Retry-After: 1`, a business error, malformed JSON and truncated JSON.
 //!
+//! Besides failures, a rule can make a pool's detail hostile as data ([`Fault::HostilePool`]:
+//! huge numbers of distinct statuses, a huge name), for the exporter's bounds.
+//!
 //! The global `latency` is added to every answer, faulty or not.
 
 use rand::Rng;
@@ -35,6 +38,10 @@ pub enum Fault {
     ConnectionReset,
     /// HTTP 200 with a valid envelope padded to 6 MiB.
     Oversized,
+    /// A pool detail that is valid but hostile as data: `statuses` distinct `cardStatus`
+    /// codes (1, 2, …; the known ones among them) with one card each, and a pool name of
+    /// `name_bytes` bytes. Other endpoints answer normally.
+    HostilePool { statuses: u32, name_bytes: u32 },
 }
 
 /// When a [`Fault`] applies.

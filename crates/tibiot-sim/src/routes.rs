@@ -14,6 +14,10 @@
 //! The network operation takes 1 to 10 ICCIDs and a boolean `switchOn`; unknown ICCIDs,
 //! duplicates and cards in liquidation (18) are rejected in `errorInfo`, abnormal cards (99)
 //! are accepted and fail in the batch; `batchCode` is absent when nothing was accepted.
+//!
+//! Besides the API, `GET /-/counters` (at the root, whatever the prefix; unsigned, not counted)
+//! answers the request counters as JSON, `?targets=1` with the per-target counts: benchmarks and
+//! scripts that run the simulator as a separate process count upstream calls with it.
 
 use crate::SimState;
 use crate::faults::Fault;
@@ -144,6 +148,13 @@ pub async fn handle(state: &SimState, req: Request<Body>) -> Response<Body> {
     if state.clock_control && path == "/-/clock" {
         return clock_control(state, &parts.method, parts.uri.query());
     }
+    if path == "/-/counters" && parts.method == Method::GET {
+        let per_target = decode_query(parts.uri.query())
+            .ok()
+            .is_some_and(|q| param(&q, "targets").is_some_and(|v| v != "0"));
+        let body = serde_json::to_vec(&state.counters.to_json(per_target)).unwrap_or_default();
+        return json_response(StatusCode::OK, body);
+    }
     let rel = path.strip_prefix(state.prefix.as_str()).unwrap_or("");
     let Some(ep) = Endpoint::from_path(rel) else {
         return state.envelope(StatusCode::NOT_FOUND, 404, "no such endpoint");
@@ -233,6 +244,14 @@ pub async fn handle(state: &SimState, req: Request<Body>) -> Response<Body> {
     let result = answer(state, ep, &query, &body);
     let bytes = match result {
         Ok(mut data) => {
+            if let Some(Fault::HostilePool {
+                statuses,
+                name_bytes,
+            }) = fault
+                && ep == Endpoint::PoolDetail
+            {
+                make_hostile(&mut data, statuses, name_bytes);
+            }
             intify(&mut data);
             state.envelope_bytes(CODE_OK, "success", Some(data))
         }
@@ -250,6 +269,27 @@ pub async fn handle(state: &SimState, req: Request<Body>) -> Response<Body> {
         Some(Fault::Oversized) => json_response(StatusCode::OK, oversized(&bytes)),
         _ => json_response(StatusCode::OK, bytes),
     }
+}
+
+/// A pool detail made hostile as data: `statuses` distinct status codes (1, 2, …) with one
+/// card each, and a name of `name_bytes` bytes (a quote and a backslash, then CJK characters
+/// and ASCII padding, so that cutting it must respect character boundaries and escaping).
+fn make_hostile(data: &mut Value, statuses: u32, name_bytes: u32) {
+    let Value::Object(pool) = data else { return };
+    let counts: Vec<Value> = (1..=i64::from(statuses))
+        .map(|code| serde_json::json!({"cardStatus": code, "total": 1}))
+        .collect();
+    pool.insert("bindCardStatusCount".into(), Value::Array(counts));
+    let n = name_bytes as usize;
+    let mut name = String::with_capacity(n);
+    name.push_str(&"\"\\"[..n.min(2)]);
+    while name.len() + '池'.len_utf8() <= n {
+        name.push('池');
+    }
+    while name.len() < n {
+        name.push('a');
+    }
+    pool.insert("upoolName".into(), Value::String(name));
 }
 
 /// The answer with a large unknown field in front: valid JSON, over any sane size cap.
@@ -465,6 +505,21 @@ fn network(state: &SimState, body: &[u8]) -> Result<Value, BizError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_pool_detail() {
+        let mut v = json!({"upoolCode": "P", "upoolName": "n"});
+        make_hostile(&mut v, 1000, 1 << 20);
+        assert_eq!(v["bindCardStatusCount"].as_array().unwrap().len(), 1000);
+        assert_eq!(v["bindCardStatusCount"][999]["cardStatus"], 1000);
+        let name = v["upoolName"].as_str().unwrap();
+        assert_eq!(name.len(), 1 << 20);
+        assert!(name.starts_with("\"\\池"));
+        assert_eq!(v["upoolCode"], "P");
+        make_hostile(&mut v, 0, 1);
+        assert_eq!(v["upoolName"], "\"");
+        assert!(v["bindCardStatusCount"].as_array().unwrap().is_empty());
+    }
 
     #[test]
     fn query_decoding() {

@@ -1,10 +1,12 @@
-//! `backfill [--days=30] [--months=12]`: the history of every configured pool (and of every
-//! card whose history the configuration enables) as OpenMetrics text with timestamps on
-//! stdout, for `promtool tsdb create-blocks-from openmetrics FILE DIR`.
+//! `backfill [--days=30] [--months=12]`: the usage history of every configured target as
+//! OpenMetrics text with timestamps on stdout, for
+//! `promtool tsdb create-blocks-from openmetrics --max-block-duration=8760h FILE DIR`.
 //!
-//! - Same metric names and labels as the live exporter: `tibiot_pool_daily_usage_bytes
-//!   {account,pool,date}`, `tibiot_pool_monthly_usage_bytes{account,pool,month}` and the card
-//!   equivalents with `iccid`; values are KB × 1024.
+//! - Written through the exporter's own history families and writer
+//!   (`tibiot_exporter::kinds::history_sources`, `metrics::expo::Writer`): the same names,
+//!   help, labels and escaping as the live `tibiot_pool_daily_usage_bytes{account,pool,date}`,
+//!   `tibiot_pool_monthly_usage_bytes{account,pool,month}` and the card families with `iccid`;
+//!   values are KB × 1024.
 //! - A day's sample is stamped at the end of that day, a month's at the end of that month, on
 //!   the API calendar (`collect.utc_offset`).
 //! - Only closed periods are written: the windows are the exporter's (the last N days / months,
@@ -12,7 +14,9 @@
 //!   grow, their end lies in the future (Prometheus and promtool must not get samples from the
 //!   future), and the live exporter serves them anyway. So `--days=30` writes up to 29 days
 //!   and `--months=12` up to 11 months per target.
-//! - Cards: `--days`/`--months` capped by `collect.history.card_days`/`card_months` (0 = none).
+//! - Each kind's `--days`/`--months` are capped by its history window in the configuration
+//!   (`collect.history.pool_days`, `card_days`, …; 0 = none): what is backfilled is what the
+//!   exporter serves live.
 //! - Requests run concurrently with the exporter's per-account limits: at most
 //!   `collect.concurrency` (or `--concurrency`) in flight and `collect.requests_per_second`
 //!   per account, retries included. A failed request (after the client's GET retries) is
@@ -21,10 +25,11 @@
 use crate::{Failure, client_for, load_config, pick_account, run_async};
 use clap::Args;
 use futures::StreamExt;
-use std::fmt::Write as _;
 use std::io::Write;
 use tibiot_api::calendar::{Month, format_day};
-use tibiot_api::{ApiError, Client, Deadline, Gate, Query, Subject};
+use tibiot_api::{ApiError, Client, Deadline, Gate, Query};
+use tibiot_exporter::kinds::{HistorySource, history_sources};
+use tibiot_exporter::metrics::expo::{Format, Writer};
 
 /// `backfill` arguments.
 #[derive(Debug, Clone, Args)]
@@ -40,64 +45,13 @@ pub struct BackfillArgs {
     pub concurrency: Option<u32>,
 }
 
-/// The four history families, in output order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Family {
-    PoolDaily,
-    PoolMonthly,
-    CardDaily,
-    CardMonthly,
-}
-
-impl Family {
-    pub const ALL: [Family; 4] = [
-        Family::PoolDaily,
-        Family::PoolMonthly,
-        Family::CardDaily,
-        Family::CardMonthly,
-    ];
-
-    pub fn metric(self) -> &'static str {
-        match self {
-            Family::PoolDaily => "tibiot_pool_daily_usage_bytes",
-            Family::PoolMonthly => "tibiot_pool_monthly_usage_bytes",
-            Family::CardDaily => "tibiot_card_daily_usage_bytes",
-            Family::CardMonthly => "tibiot_card_monthly_usage_bytes",
-        }
-    }
-
-    fn help(self) -> &'static str {
-        match self {
-            Family::PoolDaily => "Data used by the pool on one day of the API calendar, in bytes.",
-            Family::PoolMonthly => {
-                "Data used by the pool in one month of the API calendar, in bytes."
-            }
-            Family::CardDaily => "Data used by the card on one day of the API calendar, in bytes.",
-            Family::CardMonthly => {
-                "Data used by the card in one month of the API calendar, in bytes."
-            }
-        }
-    }
-
-    fn target_label(self) -> &'static str {
-        match self {
-            Family::PoolDaily | Family::PoolMonthly => "pool",
-            Family::CardDaily | Family::CardMonthly => "iccid",
-        }
-    }
-
-    fn period_label(self) -> &'static str {
-        match self {
-            Family::PoolDaily | Family::CardDaily => "date",
-            Family::PoolMonthly | Family::CardMonthly => "month",
-        }
-    }
-}
-
 /// One sample to fetch.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Job {
-    pub family: Family,
+    /// The kind's history.
+    pub source: HistorySource,
+    /// A month's usage (else a day's).
+    pub month: bool,
     pub account: String,
     pub target: String,
     /// `YYYY-MM-DD` or `YYYY-MM`.
@@ -106,56 +60,55 @@ pub struct Job {
     pub timestamp: i64,
 }
 
+impl Job {
+    fn family(&self) -> &'static tibiot_exporter::metrics::Family {
+        if self.month {
+            self.source.monthly()
+        } else {
+            self.source.daily()
+        }
+    }
+
+    /// Where the family sits in the output: kinds in order, days before months.
+    fn family_index(&self) -> (usize, bool) {
+        let kind = history_sources()
+            .position(|s| s.name() == self.source.name())
+            .unwrap_or(usize::MAX);
+        (kind, self.month)
+    }
+}
+
 /// A fetched sample.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Sample {
     pub job: Job,
     /// Bytes.
     pub value: f64,
 }
 
-/// Escapes a label value for the exposition formats.
-pub fn escape_label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
+/// The OpenMetrics text of the samples, through the exporter's writer: the families in the
+/// exporter's order, each with its `# HELP` and `# TYPE`, samples with timestamps, `# EOF`.
+pub fn encode(samples: &[Sample]) -> Vec<u8> {
+    let mut sorted: Vec<&Sample> = samples.iter().collect();
+    // Stable: within a family, the samples keep their order.
+    sorted.sort_by_key(|s| s.job.family_index());
+    let mut w = Writer::new(Format::OpenMetrics);
+    let mut current: Option<(usize, bool)> = None;
+    for s in sorted {
+        let j = &s.job;
+        if current != Some(j.family_index()) {
+            current = Some(j.family_index());
+            w.family(j.family());
         }
+        let period = if j.month { "month" } else { "date" };
+        w.sample_at(
+            &[("account", &j.account), (j.source.id_label(), &j.target)],
+            &[(period, &j.period)],
+            s.value,
+            j.timestamp,
+        );
     }
-    s
-}
-
-/// The OpenMetrics text of the samples: families in order, each with `# HELP` and
-/// `# TYPE gauge`, samples with timestamps, `# EOF` at the end.
-pub fn encode(samples: &[Sample]) -> String {
-    let mut out = String::new();
-    for fam in Family::ALL {
-        let mut rows = samples.iter().filter(|s| s.job.family == fam).peekable();
-        if rows.peek().is_none() {
-            continue;
-        }
-        let name = fam.metric();
-        let _ = writeln!(out, "# HELP {name} {}", fam.help());
-        let _ = writeln!(out, "# TYPE {name} gauge");
-        for s in rows {
-            let _ = writeln!(
-                out,
-                "{name}{{account=\"{}\",{}=\"{}\",{}=\"{}\"}} {} {}",
-                escape_label(&s.job.account),
-                fam.target_label(),
-                escape_label(&s.job.target),
-                fam.period_label(),
-                escape_label(&s.job.period),
-                s.value,
-                s.job.timestamp,
-            );
-        }
-    }
-    out.push_str("# EOF\n");
-    out
+    w.finish()
 }
 
 /// The closed days of the last `n` days (today included), oldest first.
@@ -183,54 +136,38 @@ fn closed_months(
         .collect()
 }
 
-/// Every sample to fetch for one account, in output order within each family.
+/// Every sample to fetch for one account: kind by kind, days then months, each capped by the
+/// kind's history window in the configuration.
 pub fn plan(
     account: &tibiot_exporter::config::Account,
-    cal: &tibiot_api::calendar::ApiCalendar,
+    collect: &tibiot_exporter::config::CollectConfig,
     today: chrono::NaiveDate,
     days: u32,
     months: u32,
-    card_days: u32,
-    card_months: u32,
 ) -> Vec<Job> {
+    let cal = &collect.calendar;
     let mut jobs = Vec::new();
-    let mut add = |family: Family, targets: &[String], n_days: u32, n_months: u32| {
-        for t in targets {
-            match family {
-                Family::PoolDaily | Family::CardDaily => {
-                    for d in closed_days(cal, today, n_days) {
-                        jobs.push(Job {
-                            family,
-                            account: account.name.clone(),
-                            target: t.clone(),
-                            period: format_day(d),
-                            timestamp: cal.day_end(d),
-                        });
-                    }
-                }
-                Family::PoolMonthly | Family::CardMonthly => {
-                    for m in closed_months(cal, today, n_months) {
-                        jobs.push(Job {
-                            family,
-                            account: account.name.clone(),
-                            target: t.clone(),
-                            period: m.to_string(),
-                            timestamp: cal.month_end(m),
-                        });
-                    }
-                }
+    for source in history_sources() {
+        let (max_days, max_months) = source.window(collect);
+        let job = |target: &String, month: bool, period: String, timestamp: i64| Job {
+            source,
+            month,
+            account: account.name.clone(),
+            target: target.clone(),
+            period,
+            timestamp,
+        };
+        for t in source.targets(account) {
+            for d in closed_days(cal, today, days.min(max_days)) {
+                jobs.push(job(t, false, format_day(d), cal.day_end(d)));
             }
         }
-    };
-    add(Family::PoolDaily, &account.pools, days, 0);
-    add(Family::PoolMonthly, &account.pools, 0, months);
-    add(Family::CardDaily, &account.cards, days.min(card_days), 0);
-    add(
-        Family::CardMonthly,
-        &account.cards,
-        0,
-        months.min(card_months),
-    );
+        for t in source.targets(account) {
+            for m in closed_months(cal, today, months.min(max_months)) {
+                jobs.push(job(t, true, m.to_string(), cal.month_end(m)));
+            }
+        }
+    }
     jobs
 }
 
@@ -242,11 +179,11 @@ async fn fetch(
     timeout: std::time::Duration,
 ) -> Result<Option<f64>, ApiError> {
     let deadline = Deadline::AfterAdmission(timeout);
-    let query = match job.family {
-        Family::PoolDaily => Query::day_usage(Subject::Pool, &job.target, &job.period),
-        Family::PoolMonthly => Query::month_usage(Subject::Pool, &job.target, &job.period),
-        Family::CardDaily => Query::day_usage(Subject::Card, &job.target, &job.period),
-        Family::CardMonthly => Query::month_usage(Subject::Card, &job.target, &job.period),
+    let subject = job.source.subject();
+    let query = if job.month {
+        Query::month_usage(subject, &job.target, &job.period)
+    } else {
+        Query::day_usage(subject, &job.target, &job.period)
     };
     client.get(query, deadline).await
 }
@@ -263,7 +200,6 @@ pub fn run(common: &crate::CommonArgs, args: BackfillArgs) -> Result<(), Failure
         return Err(Failure::Usage("the configuration has no accounts".into()));
     }
     let cal = config.collect.calendar;
-    let hist = &config.collect.history;
     let concurrency = args
         .concurrency
         .map(|c| c as usize)
@@ -272,26 +208,27 @@ pub fn run(common: &crate::CommonArgs, args: BackfillArgs) -> Result<(), Failure
     let timeout = common.timeout;
     let mut work: Vec<(Client, Job)> = Vec::new();
     let today = cal.today();
-    let (mut pools, mut cards) = (0usize, 0usize);
+    // Targets with something to backfill, by kind.
+    let mut targets: Vec<(&'static str, usize)> =
+        history_sources().map(|s| (s.name(), 0)).collect();
     for acc in &accounts {
         let gate = Gate::new(concurrency, config.collect.requests_per_second);
         let client = client_for(acc, gate, common.timeout)?;
-        pools += acc.pools.len();
-        if hist.card_days.min(args.days) > 0 || hist.card_months.min(args.months) > 0 {
-            cards += acc.cards.len();
+        for (source, count) in history_sources().zip(&mut targets) {
+            let (d, m) = source.window(&config.collect);
+            if d.min(args.days) > 0 || m.min(args.months) > 0 {
+                count.1 += source.targets(acc).len();
+            }
         }
-        for job in plan(
-            acc,
-            &cal,
-            today,
-            args.days,
-            args.months,
-            hist.card_days,
-            hist.card_months,
-        ) {
+        for job in plan(acc, &config.collect, today, args.days, args.months) {
             work.push((client.clone(), job));
         }
     }
+    let targets = targets
+        .iter()
+        .map(|(kind, n)| format!("{n} {kind}s"))
+        .collect::<Vec<_>>()
+        .join(", ");
     run_async(async move {
         let started = std::time::Instant::now();
         let total = work.len();
@@ -322,7 +259,7 @@ pub fn run(common: &crate::CommonArgs, args: BackfillArgs) -> Result<(), Failure
                     failed += 1;
                     eprintln!(
                         "tibiot-exporter: {} {} {} of account {:?}: the answer has no usable useFlowKb; sample left out",
-                        job.family.metric(),
+                        job.family().name,
                         job.target,
                         job.period,
                         job.account
@@ -332,7 +269,7 @@ pub fn run(common: &crate::CommonArgs, args: BackfillArgs) -> Result<(), Failure
                     failed += 1;
                     eprintln!(
                         "tibiot-exporter: {} {} {} of account {:?}: {e}; sample left out",
-                        job.family.metric(),
+                        job.family().name,
                         job.target,
                         job.period,
                         job.account
@@ -342,11 +279,11 @@ pub fn run(common: &crate::CommonArgs, args: BackfillArgs) -> Result<(), Failure
         }
         let text = encode(&samples);
         let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())
+        out.write_all(&text)
             .and_then(|_| out.flush())
             .map_err(|e| Failure::Runtime(format!("writing the output: {e}")))?;
         eprintln!(
-            "backfill: {} samples for {pools} pools and {cards} cards from {total} requests ({failed} failed) in {:.1}s",
+            "backfill: {} samples for {targets} from {total} requests ({failed} failed) in {:.1}s",
             samples.len(),
             started.elapsed().as_secs_f64()
         );
@@ -383,9 +320,11 @@ mod tests {
     }
 
     #[test]
-    fn openmetrics_text_escapes_labels_and_ends_with_eof() {
-        let job = |family, target: &str, period: &str| Job {
-            family,
+    fn openmetrics_through_the_exporters_families_and_writer() {
+        let pools = history_sources().find(|s| s.name() == "pool").unwrap();
+        let job = |month, target: &str, period: &str| Job {
+            source: pools,
+            month,
             account: "main".into(),
             target: target.into(),
             period: period.into(),
@@ -393,22 +332,26 @@ mod tests {
         };
         let s = encode(&[
             Sample {
-                job: job(Family::PoolMonthly, "P\"1\\\n", "2026-02"),
+                job: job(true, "P\"1\\\n", "2026-02"),
                 value: 2048.0,
             },
             Sample {
-                job: job(Family::PoolDaily, "池", "2026-03-01"),
+                job: job(false, "池", "2026-03-01"),
                 value: 1536.5,
             },
         ]);
-        let want = "# HELP tibiot_pool_daily_usage_bytes Data used by the pool on one day of the API calendar, in bytes.\n\
+        let (daily, monthly) = (pools.daily(), pools.monthly());
+        let want = format!(
+            "# HELP tibiot_pool_daily_usage_bytes {}\n\
 # TYPE tibiot_pool_daily_usage_bytes gauge\n\
-tibiot_pool_daily_usage_bytes{account=\"main\",pool=\"池\",date=\"2026-03-01\"} 1536.5 1772380800\n\
-# HELP tibiot_pool_monthly_usage_bytes Data used by the pool in one month of the API calendar, in bytes.\n\
+tibiot_pool_daily_usage_bytes{{account=\"main\",pool=\"池\",date=\"2026-03-01\"}} 1536.5 1772380800\n\
+# HELP tibiot_pool_monthly_usage_bytes {}\n\
 # TYPE tibiot_pool_monthly_usage_bytes gauge\n\
-tibiot_pool_monthly_usage_bytes{account=\"main\",pool=\"P\\\"1\\\\\\n\",month=\"2026-02\"} 2048 1772380800\n\
-# EOF\n";
-        assert_eq!(s, want);
-        assert_eq!(encode(&[]), "# EOF\n");
+tibiot_pool_monthly_usage_bytes{{account=\"main\",pool=\"P\\\"1\\\\\\n\",month=\"2026-02\"}} 2048 1772380800\n\
+# EOF\n",
+            daily.help, monthly.help
+        );
+        assert_eq!(String::from_utf8(s).unwrap(), want);
+        assert_eq!(encode(&[]), b"# EOF\n");
     }
 }

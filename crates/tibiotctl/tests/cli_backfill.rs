@@ -119,15 +119,25 @@ async fn backfill_imports_with_promtool_and_reads_back_the_simulators_history() 
     let om = s.dir.path().join("backfill.om");
     std::fs::write(&om, &r.stdout).unwrap();
     let blocks = s.dir.path().join("blocks");
+    // The command of the README: blocks of up to a year (promtool picks 4374 h, about six
+    // months), instead of one per 2 h range of the input.
     let (code, out, err) = tool(&[
         "tsdb",
         "create-blocks-from",
         "openmetrics",
+        "--max-block-duration=8760h",
         om.to_str().unwrap(),
         blocks.to_str().unwrap(),
     ])
     .await;
     assert_eq!(code, 0, "promtool refused the backfill:\n{out}\n{err}");
+    let made = std::fs::read_dir(&blocks)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("meta.json").exists())
+        .count();
+    // Eleven months and 29 days of samples span at most three aligned six-month ranges.
+    assert!((1..=3).contains(&made), "{made} blocks:\n{out}");
+    eprintln!("promtool made {made} blocks of 30 days and 12 months of history");
     // promtool 2.42's dump reads a WAL folder even when there is none to read.
     std::fs::create_dir_all(blocks.join("wal")).unwrap();
     let (code, dump, err) = tool(&["tsdb", "dump", blocks.to_str().unwrap()]).await;
@@ -323,6 +333,9 @@ async fn backfill_series_are_the_live_exporters_series() {
     });
 
     // History arrives over a few scrapes at most (each bounded by collect.timeout).
+    // reqwest's TLS takes the process's rustls provider
+    tibiot_api::client::install_crypto_provider();
+    tibiot_api::client::install_crypto_provider();
     let http = reqwest::Client::new();
     let mut live = BTreeMap::new();
     for _ in 0..20 {
@@ -341,7 +354,27 @@ async fn backfill_series_are_the_live_exporters_series() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The backfill's families carry the exporter's own help text.
+    let text = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     server.abort();
+    let helps = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("# HELP tibiot_") && l.contains("ly_usage_bytes "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let backfill_helps = helps(&r.stdout);
+    assert_eq!(backfill_helps.len(), 4, "{backfill_helps:?}");
+    for h in &backfill_helps {
+        assert!(helps(&text).contains(h), "{h} is not the exporter's");
+    }
     for (series, value) in &backfilled {
         assert_eq!(live.get(series), Some(value), "{series}");
     }

@@ -75,7 +75,7 @@ pub(super) async fn page(
     params: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let params = params.map(|Query(p)| p).unwrap_or_default();
-    let snap = app.collector.cached();
+    let snap = app.collector.snapshot();
     refresh_in_background(&app);
     let ctx = view::Context {
         reload_ok: app.reload_ok(),

@@ -56,7 +56,9 @@ impl Level {
 pub enum ProblemKind {
     AccountDown,
     AccountErrors,
+    ApiPaused,
     ReloadFailed,
+    BudgetOversubscribed,
     PoolExhausting,
     CardOverCap,
     CollectionFailing,
@@ -73,6 +75,8 @@ impl ProblemKind {
         match self {
             ProblemKind::AccountDown => "Account down",
             ProblemKind::AccountErrors => "Account answering with errors",
+            ProblemKind::ApiPaused => "API asked for a pause (Retry-After)",
+            ProblemKind::BudgetOversubscribed => "Request budget over-subscribed",
             ProblemKind::ReloadFailed => "Configuration reload failed",
             ProblemKind::PoolExhausting => "Pools at or near exhaustion",
             ProblemKind::CardOverCap => "Cards over their cap",
@@ -158,6 +162,25 @@ pub struct AccountRow {
     pub ok: usize,
     pub failing: usize,
     pub pending: usize,
+    /// Collection parts due or being fetched (refreshes included), not yet completed.
+    pub refreshing: usize,
+    /// Requests per second the account's targets need at their TTLs, and the allowed rate
+    /// (`None`: unlimited).
+    pub required_rps: f64,
+    pub allowed_rps: Option<f64>,
+    /// Until when the API asked for no requests, unix seconds.
+    pub paused_until: Option<f64>,
+    /// Per collection kind, the age of the oldest value served, seconds.
+    pub oldest: Vec<(&'static str, f64)>,
+}
+
+impl AccountRow {
+    /// required / allowed, when more is needed than allowed.
+    pub fn oversubscribed(&self) -> Option<f64> {
+        let allowed = self.allowed_rps.filter(|a| *a > 0.0)?;
+        let factor = self.required_rps / allowed;
+        (factor > 1.0).then_some(factor)
+    }
 }
 
 /// One pool.
@@ -310,13 +333,14 @@ fn state(h: &Health, fetched_at: Option<f64>, now: f64) -> TargetState {
     }
 }
 
+/// The failure's class (`http_error`, `api_error`, …) and its message.
 fn error_text(e: Option<&FetchError>) -> String {
     match e {
         Some(e) => match e.api_code {
             Some(c) if !e.message.contains(&format!("code={c}")) => {
-                format!("{} (API code {c})", e.message)
+                format!("{}: {} (API code {c})", e.outcome, e.message)
             }
-            _ => e.message.clone(),
+            _ => format!("{}: {}", e.outcome, e.message),
         },
         None => "failed (no detail)".into(),
     }
@@ -674,6 +698,11 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
             ok: 0,
             failing: 0,
             pending: 0,
+            refreshing: a.pending.iter().map(|(_, n)| n).sum(),
+            required_rps: a.required_rps,
+            allowed_rps: a.allowed_rps,
+            paused_until: a.paused_until.filter(|t| *t > now),
+            oldest: a.oldest_age.clone(),
         };
         let mut last_error: Option<(f64, String)> = None;
         let mut tally = |h: &Health, row: &mut AccountRow| {
@@ -817,6 +846,28 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
                 detail: format!(
                     "the latest upstream request failed{why}; {} of {attempted} collections ok",
                     row.ok
+                ),
+            });
+        }
+        if let Some(factor) = row.oversubscribed() {
+            let (need, allowed) = (row.required_rps, row.allowed_rps.unwrap_or(0.0));
+            problems.add(ProblemKind::BudgetOversubscribed, Level::Warning, || Problem {
+                level: Level::Warning,
+                account: name.to_owned(),
+                subject: Subject::Account,
+                detail: format!(
+                    "its targets need {need:.1} requests/s at their TTLs, {allowed:.1}/s are allowed (collect.requests_per_second): every refresh takes {factor:.1}× its TTL; raise the rate or the TTLs (check-config shows the budget)"
+                ),
+            });
+        }
+        if let Some(until) = row.paused_until {
+            problems.add(ProblemKind::ApiPaused, Level::Warning, || Problem {
+                level: Level::Warning,
+                account: name.to_owned(),
+                subject: Subject::Account,
+                detail: format!(
+                    "no requests for another {} (the API's Retry-After); values are served from the cache meanwhile",
+                    super::age_text(until - now)
                 ),
             });
         }

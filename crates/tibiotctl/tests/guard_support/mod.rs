@@ -269,6 +269,8 @@ impl Guard {
 }
 
 pub fn client() -> reqwest::Client {
+    // reqwest is built without a bundled TLS provider; the client library installs ring's.
+    tibiot_api::client::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .no_proxy()
