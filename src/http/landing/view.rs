@@ -3,7 +3,8 @@
 //! [`Snapshot`] by [`build`] — the one function that reads the snapshot, so a change in the
 //! collection layer is adapted there — and rendered by `html`. The thresholds follow the
 //! shipped alerts (`deploy/prometheus/rules/tibiot.rules.yml`, explained in docs/runbook.md)
-//! so that the page and the alerts agree on what is a problem.
+//! so that the page and the alerts agree on what is a problem; the page adds its own
+//! critical class for a card over its cap (the alerts count it as near its cap).
 
 use crate::collect::cache::FetchError;
 use crate::collect::{Health, Snapshot, TargetSnap};
