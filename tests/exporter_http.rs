@@ -287,6 +287,30 @@ async fn landing_page_never_waits_for_upstream_and_refreshes_in_the_background()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn landing_page_shows_an_oversubscribed_request_budget() {
+    let sim = sim(SimOptions::default()).await;
+    // 8 pools every 5 s and 40 cards every minute need more than one request a second.
+    let collect = "  requests_per_second: 1\n  pool_ttl: 5s\n  card_ttl: 1m\n  history: {pool_days: 0, pool_months: 0}\n";
+    let yaml = config_yaml(&sim, &sim.pools(), &sim.cards(), "")
+        .replace("  requests_per_second: 0\n", collect);
+    let server = Server::start(&yaml, None).await;
+    let (status, html) = get(&server.url("/")).await;
+    assert_eq!(status, 200);
+    let problems = &html[html.find("id=\"problems\"").unwrap()..];
+    let problems = &problems[..problems.find("</section>").unwrap()];
+    assert!(
+        problems.contains("Request budget over-subscribed")
+            && problems.contains("1.0/s are allowed"),
+        "{problems}"
+    );
+    // Within budget: no such problem.
+    let yaml = config_yaml(&sim, &sim.pools(), &sim.cards(), "");
+    let server = Server::start(&yaml, None).await;
+    let (_, html) = get(&server.url("/")).await;
+    assert!(!html.contains("Request budget over-subscribed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn landing_page_refresh_fills_the_cache_a_scrape_then_reuses() {
     let sim = sim(SimOptions::default()).await;
     let pools = sim.pools();

@@ -52,8 +52,18 @@ def _browser(binary, url):
         return took
 
 
-def landing_rows(row, base, reps, log):
-    """Adds the landing rows for the exporter at `base` (http://host:port)."""
+def _memory_mib(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = int(v.split()[0]) / 1024
+    return out["VmRSS"], out["VmHWM"]
+
+
+def landing_rows(row, base, reps, log, pid=None):
+    """Adds the landing rows for the exporter at `base` (http://host:port), process `pid`."""
     page = f"{base}/"
     med, worst, size = _server(page, reps)
     row("landing", "landing page, 200 pools + 10,000 cards in the cache: GET / (problems, every pool, "
@@ -63,6 +73,10 @@ def landing_rows(row, base, reps, log):
                     ("ICCID search (?q=…)", "?q=89860401000000001234")):
         med, worst, size = _server(page + q, reps)
         row("landing", f"… {what}", f"{med * 1000:.1f} ms (max {worst * 1000:.1f}), {size / 1000:.0f} kB")
+    if pid is not None:
+        rss, hwm = _memory_mib(pid)
+        row("landing", "… resident memory of the exporter after these page loads (row d is read before them)",
+            f"VmRSS {rss:.1f} MiB, VmHWM {hwm:.1f} MiB")
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     if not binary:
         row("landing", "… in a browser", "not measured: no chromium installed")

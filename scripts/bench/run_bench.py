@@ -143,7 +143,7 @@ def main():
             mem10k = memory_kib(p.pid)
             if "landing" in want:
                 # Same warm exporter, after the memory reading (the page does not count in (d)).
-                landing_rows(row, f"http://{addr}", reps, log)
+                landing_rows(row, f"http://{addr}", reps, log, pid=p.pid)
             stop(p)
 
         # ---------------------------------------------------------------- (c) calls per hour

@@ -629,7 +629,7 @@ pub fn render(v: &Landing) -> String {
     problems(&mut o, &v.problems, v.accounts.len() > 1);
 
     // Accounts.
-    o.push_str("<section id=\"accounts\"><h2>Accounts</h2><table class=\"narrow\"><tr><th>account</th><th>API</th><th class=\"n\">pools</th><th class=\"n\">cards</th><th class=\"n\">collections ok</th><th class=\"n\">failing</th><th class=\"n\">pending</th></tr>\n");
+    o.push_str("<section id=\"accounts\"><h2>Accounts</h2><table class=\"narrow\"><tr><th>account</th><th>API</th><th class=\"n\">pools</th><th class=\"n\">cards</th><th class=\"n\">collections ok</th><th class=\"n\">failing</th><th class=\"n\">never collected</th><th class=\"n\">being fetched</th><th class=\"n\">requests/s needed</th><th class=\"n\">allowed</th><th>oldest data</th></tr>\n");
     for a in &v.accounts {
         let (class, up) = match (a.up, a.level) {
             (Some(true), _) => ("", "<span class=\"st ok\">up</span>"),
@@ -639,15 +639,46 @@ pub fn render(v: &Landing) -> String {
             (Some(false), _) => ("critical", "<span class=\"st failing\">down</span>"),
             (None, _) => ("", "<span class=\"st pending\">no request yet</span>"),
         };
+        let class =
+            if class.is_empty() && (a.oversubscribed().is_some() || a.paused_until.is_some()) {
+                "warning"
+            } else {
+                class
+            };
+        let allowed = match (a.allowed_rps, a.oversubscribed()) {
+            (None, _) => "unlimited".to_owned(),
+            (Some(r), Some(f)) => format!("<span class=\"flag\">{r:.1} ({f:.1}× short)</span>"),
+            (Some(r), None) => format!("{r:.1}"),
+        };
+        let paused = a
+            .paused_until
+            .map(|t| {
+                format!(
+                    " <span class=\"flag\">paused {}</span>",
+                    age_text((t - v.now).max(0.0))
+                )
+            })
+            .unwrap_or_default();
+        let oldest = if a.oldest.is_empty() {
+            "<span class=\"muted\">—</span>".to_owned()
+        } else {
+            a.oldest
+                .iter()
+                .map(|(k, age)| format!("<span class=\"st\">{} {}</span>", esc(k), age_text(*age)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let _ = writeln!(
             o,
-            "<tr class=\"{class}\"><td><b>{}</b></td><td>{up}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            "<tr class=\"{class}\"><td><b>{}</b></td><td>{up}{paused}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.1}</td><td class=\"n\">{allowed}</td><td>{oldest}</td></tr>",
             esc(&a.name),
             num(a.pools),
             num(a.cards),
             num(a.ok),
             num(a.failing),
-            num(a.pending)
+            num(a.pending),
+            num(a.refreshing),
+            a.required_rps,
         );
     }
     o.push_str("</table></section>\n");

@@ -82,9 +82,18 @@ pub(super) async fn page(
         calendar: app.collector.config().collect.calendar,
         query: view::CardQuery::from_params(&params),
     };
-    let html = tokio::task::spawn_blocking(move || html::render(&view::build(&snap, &ctx)))
-        .await
-        .unwrap_or_else(|_| "internal error while rendering the page\n".into());
+    let html = tokio::task::spawn_blocking(move || {
+        let page = {
+            let view = view::build(&snap, &ctx);
+            html::render(&view)
+        };
+        drop(snap);
+        // The view of 10,000 cards leaves freed memory behind, as a scrape does.
+        crate::sys::release_freed_memory();
+        page
+    })
+    .await
+    .unwrap_or_else(|_| "internal error while rendering the page\n".into());
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -3,7 +3,8 @@
 //! [`Snapshot`] by [`build`] — the one function that reads the snapshot, so a change in the
 //! collection layer is adapted there — and rendered by `html`. The thresholds follow the
 //! shipped alerts (`deploy/prometheus/rules/tibiot.rules.yml`, explained in docs/runbook.md)
-//! so that the page and the alerts agree on what is a problem.
+//! so that the page and the alerts agree on what is a problem; the page adds its own
+//! critical class for a card over its cap (the alerts count it as near its cap).
 
 use crate::collect::cache::FetchError;
 use crate::collect::{Health, Snapshot, TargetSnap};
@@ -56,7 +57,9 @@ impl Level {
 pub enum ProblemKind {
     AccountDown,
     AccountErrors,
+    ApiPaused,
     ReloadFailed,
+    BudgetOversubscribed,
     PoolExhausting,
     CardOverCap,
     CollectionFailing,
@@ -73,6 +76,8 @@ impl ProblemKind {
         match self {
             ProblemKind::AccountDown => "Account down",
             ProblemKind::AccountErrors => "Account answering with errors",
+            ProblemKind::ApiPaused => "API asked for a pause (Retry-After)",
+            ProblemKind::BudgetOversubscribed => "Request budget over-subscribed",
             ProblemKind::ReloadFailed => "Configuration reload failed",
             ProblemKind::PoolExhausting => "Pools at or near exhaustion",
             ProblemKind::CardOverCap => "Cards over their cap",
@@ -158,6 +163,25 @@ pub struct AccountRow {
     pub ok: usize,
     pub failing: usize,
     pub pending: usize,
+    /// Collection parts due or being fetched (refreshes included), not yet completed.
+    pub refreshing: usize,
+    /// Requests per second the account's targets need at their TTLs, and the allowed rate
+    /// (`None`: unlimited).
+    pub required_rps: f64,
+    pub allowed_rps: Option<f64>,
+    /// Until when the API asked for no requests, unix seconds.
+    pub paused_until: Option<f64>,
+    /// Per collection kind, the age of the oldest value served, seconds.
+    pub oldest: Vec<(&'static str, f64)>,
+}
+
+impl AccountRow {
+    /// required / allowed, when more is needed than allowed.
+    pub fn oversubscribed(&self) -> Option<f64> {
+        let allowed = self.allowed_rps.filter(|a| *a > 0.0)?;
+        let factor = self.required_rps / allowed;
+        (factor > 1.0).then_some(factor)
+    }
 }
 
 /// One pool.
@@ -433,12 +457,48 @@ impl CardFacts<'_> {
     }
 }
 
+/// Problems as they are found: per kind, how many, and the first [`GROUP_ITEMS`] — built
+/// only when kept, so 10,000 failing cards cost a count, not 10,000 lines of text.
+#[derive(Default)]
+struct Problems {
+    groups: Vec<ProblemGroup>,
+}
+
+impl Problems {
+    fn add(&mut self, kind: ProblemKind, level: Level, make: impl FnOnce() -> Problem) {
+        let i = match self.groups.iter().position(|g| g.kind == kind) {
+            Some(i) => i,
+            None => {
+                self.groups.push(ProblemGroup {
+                    kind,
+                    level,
+                    items: Vec::new(),
+                    total: 0,
+                });
+                self.groups.len() - 1
+            }
+        };
+        let g = &mut self.groups[i];
+        g.total += 1;
+        g.level = g.level.min(level);
+        if g.items.len() < GROUP_ITEMS {
+            g.items.push(make());
+        }
+    }
+
+    /// The groups, worst first.
+    fn into_groups(mut self) -> Vec<ProblemGroup> {
+        self.groups.sort_by_key(|g| (g.level, g.kind));
+        self.groups
+    }
+}
+
 fn pool_row(
     account: &str,
     p: &TargetSnap,
     cal: &ApiCalendar,
     now: f64,
-    problems: &mut Vec<(ProblemKind, Problem)>,
+    problems: &mut Problems,
 ) -> PoolRow {
     let v = p.value::<PoolValues>();
     let used = v.and_then(|v| v.used_bytes);
@@ -469,15 +529,12 @@ fn pool_row(
     let mut level: Option<Level> = None;
     let mut add = |kind: ProblemKind, l: Level, detail: String| {
         level = Some(level.map_or(l, |x| x.min(l)));
-        problems.push((
-            kind,
-            Problem {
-                level: l,
-                account: account.to_owned(),
-                subject: Subject::Pool(code.clone()),
-                detail,
-            },
-        ));
+        problems.add(kind, l, || Problem {
+            level: l,
+            account: account.to_owned(),
+            subject: Subject::Pool(code.clone()),
+            detail,
+        });
     };
     if let (Some(pc), Some(u), Some(c)) = (pct, used, capacity) {
         let forecast = days_to_exhaustion
@@ -569,6 +626,23 @@ fn pool_row(
     }
 }
 
+/// Records a failing collection (when `h` says the latest attempt failed).
+fn note_failing(
+    problems: &mut Problems,
+    account: &str,
+    subject: impl FnOnce() -> Subject,
+    what: &str,
+    h: &Health,
+    fetched_at: Option<f64>,
+    now: f64,
+) {
+    if h.attempted && !h.ok {
+        problems.add(ProblemKind::CollectionFailing, Level::Warning, || {
+            failing_problem(account, subject(), what, h, fetched_at, now)
+        });
+    }
+}
+
 fn failing_problem(
     account: &str,
     subject: Subject,
@@ -576,10 +650,7 @@ fn failing_problem(
     h: &Health,
     fetched_at: Option<f64>,
     now: f64,
-) -> Option<Problem> {
-    if !h.attempted || h.ok {
-        return None;
-    }
+) -> Problem {
     let served = match fetched_at {
         Some(t) => format!(
             "; serving values from {} ago",
@@ -587,12 +658,12 @@ fn failing_problem(
         ),
         None => "; no values served".into(),
     };
-    Some(Problem {
+    Problem {
         level: Level::Warning,
         account: account.to_owned(),
         subject,
         detail: format!("{what}: {}{served}", error_text(h.error.as_deref())),
-    })
+    }
 }
 
 /// Builds the page's view of `snap`. This is the one function that reads the collection
@@ -600,7 +671,7 @@ fn failing_problem(
 pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
     let now = snap.now_unix;
     let query = &ctx.query;
-    let mut problems: Vec<(ProblemKind, Problem)> = Vec::new();
+    let mut problems = Problems::default();
     let mut accounts = Vec::with_capacity(snap.accounts.len());
     let mut pools = Vec::new();
     let mut facts: Vec<CardFacts<'_>> =
@@ -608,15 +679,12 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
     let (mut pending, mut failing, mut targets) = (0usize, 0usize, 0usize);
 
     if !ctx.reload_ok {
-        problems.push((
-            ProblemKind::ReloadFailed,
-            Problem {
-                level: Level::Warning,
-                account: String::new(),
-                subject: Subject::Account,
-                detail: "the latest reload of the configuration failed; the previous one is in use (see the log)".into(),
-            },
-        ));
+        problems.add(ProblemKind::ReloadFailed, Level::Warning, || Problem {
+            level: Level::Warning,
+            account: String::new(),
+            subject: Subject::Account,
+            detail: "the latest reload of the configuration failed; the previous one is in use (see the log)".into(),
+        });
     }
 
     for a in &snap.accounts {
@@ -631,6 +699,11 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
             ok: 0,
             failing: 0,
             pending: 0,
+            refreshing: a.pending.iter().map(|(_, n)| n).sum(),
+            required_rps: a.required_rps,
+            allowed_rps: a.allowed_rps,
+            paused_until: a.paused_until.filter(|t| *t > now),
+            oldest: a.oldest_age.clone(),
         };
         let mut last_error: Option<(f64, String)> = None;
         let mut tally = |h: &Health, row: &mut AccountRow| {
@@ -653,28 +726,28 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
                 tally(h, &mut row);
             }
             pools.push(pool_row(name, p, &ctx.calendar, now, &mut problems));
+            let subject = || Subject::Pool(p.id().to_owned());
             let at = p.value.as_ref().map(|v| v.at_unix);
-            if let Some(x) = failing_problem(
+            note_failing(
+                &mut problems,
                 name,
-                Subject::Pool(p.id().to_owned()),
+                subject,
                 "pool detail",
                 &p.health,
                 at,
                 now,
-            ) {
-                problems.push((ProblemKind::CollectionFailing, x));
-            }
-            if let Some((view, h)) = &p.history
-                && let Some(x) = failing_problem(
+            );
+            if let Some((view, h)) = &p.history {
+                let at = view.last_success;
+                note_failing(
+                    &mut problems,
                     name,
-                    Subject::Pool(p.id().to_owned()),
+                    subject,
                     "pool usage history",
                     h,
-                    view.last_success,
+                    at,
                     now,
-                )
-            {
-                problems.push((ProblemKind::CollectionFailing, x));
+                );
             }
         }
         for c in a_cards {
@@ -701,70 +774,56 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
                 failing: (c.health.attempted && !c.health.ok) || hist_failing,
                 pending: !c.health.attempted,
             };
+            let subject = || Subject::Card(c.id().to_owned());
+            let usage = || {
+                format!(
+                    "{} used this cycle, {:.0}% of its {} cap",
+                    bytes(f.cycle),
+                    pc.unwrap_or(0.0),
+                    bytes(cap.unwrap_or(0.0))
+                )
+            };
+            let card = |level: Level, detail: String| Problem {
+                level,
+                account: name.to_owned(),
+                subject: subject(),
+                detail,
+            };
             if f.over_cap {
-                problems.push((
-                    ProblemKind::CardOverCap,
-                    Problem {
-                        level: Level::Critical,
-                        account: name.to_owned(),
-                        subject: Subject::Card(c.id().to_owned()),
-                        detail: format!(
-                            "{} used this cycle, {:.0}% of its {} cap",
-                            bytes(f.cycle),
-                            pc.unwrap_or(0.0),
-                            bytes(cap.unwrap_or(0.0))
-                        ),
-                    },
-                ));
+                problems.add(ProblemKind::CardOverCap, Level::Critical, || {
+                    card(Level::Critical, usage())
+                });
             } else if f.near_cap {
-                problems.push((
-                    ProblemKind::CardNearCap,
-                    Problem {
-                        level: Level::Warning,
-                        account: name.to_owned(),
-                        subject: Subject::Card(c.id().to_owned()),
-                        detail: format!(
-                            "{} used this cycle, {:.0}% of its {} cap",
-                            bytes(f.cycle),
-                            pc.unwrap_or(0.0),
-                            bytes(cap.unwrap_or(0.0))
-                        ),
-                    },
-                ));
+                problems.add(ProblemKind::CardNearCap, Level::Warning, || {
+                    card(Level::Warning, usage())
+                });
             }
             if f.abnormal {
-                problems.push((
-                    ProblemKind::CardAbnormal,
-                    Problem {
-                        level: Level::Warning,
-                        account: name.to_owned(),
-                        subject: Subject::Card(c.id().to_owned()),
-                        detail: "card status abnormal".into(),
-                    },
-                ));
+                problems.add(ProblemKind::CardAbnormal, Level::Warning, || {
+                    card(Level::Warning, "card status abnormal".into())
+                });
             }
             let at = c.value.as_ref().map(|v| v.at_unix);
-            if let Some(x) = failing_problem(
+            note_failing(
+                &mut problems,
                 name,
-                Subject::Card(c.id().to_owned()),
+                subject,
                 "card detail",
                 &c.health,
                 at,
                 now,
-            ) {
-                problems.push((ProblemKind::CollectionFailing, x));
-            }
-            if let Some((view, h)) = &c.history
-                && let Some(x) = failing_problem(
+            );
+            if let Some((view, h)) = &c.history {
+                let at = view.last_success;
+                note_failing(
+                    &mut problems,
                     name,
-                    Subject::Card(c.id().to_owned()),
+                    subject,
                     "card usage history",
                     h,
-                    view.last_success,
+                    at,
                     now,
-                )
-            {
-                problems.push((ProblemKind::CollectionFailing, x));
+                );
             }
             facts.push(f);
         }
@@ -781,46 +840,44 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
                 (ProblemKind::AccountErrors, Level::Warning)
             };
             row.level = Some(level);
-            problems.push((
-                kind,
-                Problem {
-                    level,
-                    account: name.to_owned(),
-                    subject: Subject::Account,
-                    detail: format!(
-                        "the latest upstream request failed{why}; {} of {attempted} collections ok",
-                        row.ok
-                    ),
-                },
-            ));
+            problems.add(kind, level, || Problem {
+                level,
+                account: name.to_owned(),
+                subject: Subject::Account,
+                detail: format!(
+                    "the latest upstream request failed{why}; {} of {attempted} collections ok",
+                    row.ok
+                ),
+            });
+        }
+        if let Some(factor) = row.oversubscribed() {
+            let (need, allowed) = (row.required_rps, row.allowed_rps.unwrap_or(0.0));
+            problems.add(ProblemKind::BudgetOversubscribed, Level::Warning, || Problem {
+                level: Level::Warning,
+                account: name.to_owned(),
+                subject: Subject::Account,
+                detail: format!(
+                    "its targets need {need:.1} requests/s at their TTLs, {allowed:.1}/s are allowed (collect.requests_per_second): every refresh takes {factor:.1}× its TTL; raise the rate or the TTLs (check-config shows the budget)"
+                ),
+            });
+        }
+        if let Some(until) = row.paused_until {
+            problems.add(ProblemKind::ApiPaused, Level::Warning, || Problem {
+                level: Level::Warning,
+                account: name.to_owned(),
+                subject: Subject::Account,
+                detail: format!(
+                    "no requests for another {} (the API's Retry-After); values are served from the cache meanwhile",
+                    super::age_text(until - now)
+                ),
+            });
         }
         pending += row.pending;
         failing += row.failing;
         targets += row.pending + row.ok + row.failing;
         accounts.push(row);
     }
-
-    // Group the problems by kind, worst first; within a kind in target order.
-    problems.sort_by_key(|(k, p)| (*k, p.level));
-    let mut groups: Vec<ProblemGroup> = Vec::new();
-    for (kind, p) in problems {
-        match groups.last_mut() {
-            Some(g) if g.kind == kind => {
-                g.level = g.level.min(p.level);
-                g.total += 1;
-                if g.items.len() < GROUP_ITEMS {
-                    g.items.push(p);
-                }
-            }
-            _ => groups.push(ProblemGroup {
-                kind,
-                level: p.level,
-                items: vec![p],
-                total: 1,
-            }),
-        }
-    }
-    groups.sort_by_key(|g| (g.level, g.kind));
+    let groups = problems.into_groups();
 
     // Pools: the worst first, then the fullest.
     pools.sort_by(|a, b| {
