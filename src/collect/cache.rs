@@ -10,14 +10,15 @@ use std::time::Duration;
 use tibiot_api::{ApiError, Outcome};
 use tokio::time::Instant;
 
-/// A value with the time it was fetched.
+/// A value with the time it was fetched, in one allocation (the value last, so that a kind's
+/// values can be kept behind `Arc<Fetched<dyn Any …>>` without a second indirection).
 #[derive(Debug)]
-pub(crate) struct Fetched<T> {
-    pub(crate) value: T,
+pub(crate) struct Fetched<T: ?Sized> {
     /// Unix seconds (for metrics and the landing page).
     pub(crate) at_unix: f64,
     /// Monotonic (for TTL and staleness).
     pub(crate) at: Instant,
+    pub(crate) value: T,
 }
 
 impl<T> Fetched<T> {
@@ -63,14 +64,14 @@ impl FetchError {
 
 /// One cached value of one target.
 #[derive(Debug)]
-pub(crate) struct Slot<T> {
+pub(crate) struct Slot<T: ?Sized> {
     pub(crate) good: Option<Arc<Fetched<T>>>,
     /// Outcome of the latest finished attempt; `None` before the first one.
     pub(crate) last_ok: Option<bool>,
     pub(crate) last_error: Option<Arc<FetchError>>,
 }
 
-impl<T> Default for Slot<T> {
+impl<T: ?Sized> Default for Slot<T> {
     fn default() -> Self {
         Self {
             good: None,
@@ -80,7 +81,7 @@ impl<T> Default for Slot<T> {
     }
 }
 
-impl<T> Slot<T> {
+impl<T: ?Sized> Slot<T> {
     /// The value to serve: the last good one while it is younger than `stale_after`.
     #[inline]
     pub(crate) fn served(&self, now: Instant, stale_after: Duration) -> Option<Arc<Fetched<T>>> {
@@ -90,11 +91,11 @@ impl<T> Slot<T> {
             .cloned()
     }
 
-    /// Records a finished attempt.
-    pub(crate) fn record(&mut self, result: Result<T, Arc<FetchError>>) {
+    /// Records a finished attempt whose value is already stamped.
+    pub(crate) fn record_fetched(&mut self, result: Result<Arc<Fetched<T>>, Arc<FetchError>>) {
         match result {
             Ok(v) => {
-                self.good = Some(Arc::new(Fetched::now(v)));
+                self.good = Some(v);
                 self.last_ok = Some(true);
                 self.last_error = None;
             }
@@ -103,6 +104,13 @@ impl<T> Slot<T> {
                 self.last_error = Some(e);
             }
         }
+    }
+}
+
+impl<T> Slot<T> {
+    /// Records a finished attempt, stamping its value now.
+    pub(crate) fn record(&mut self, result: Result<T, Arc<FetchError>>) {
+        self.record_fetched(result.map(|v| Arc::new(Fetched::now(v))));
     }
 }
 

@@ -83,7 +83,7 @@ async fn detail(item: &Item, kind: &dyn TargetKind, d: &Driving) {
         crate::logging::fetch_failed(&d.account, kind.name(), &t.id, None, ep, &e);
         Arc::new(FetchError::from_api(&e))
     });
-    lock(&t.detail).record(res);
+    lock(&t.detail).record_fetched(res);
 }
 
 /// Fetches every period of the target's window that is due now, concurrently (each request
@@ -156,7 +156,7 @@ fn record_period(t: &Target, p: Period, res: Result<Option<f64>, Arc<FetchError>
 pub(crate) fn record_internal_error(item: &Item) {
     let e = Arc::new(FetchError::internal());
     match item.part {
-        Part::Detail => lock(&item.target.detail).record(Err(e)),
+        Part::Detail => lock(&item.target.detail).record_fetched(Err(e)),
         Part::History => {
             let mut guard = lock(&item.target.history);
             let Some(h) = guard.as_mut() else { return };

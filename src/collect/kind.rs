@@ -4,16 +4,18 @@
 //! (cache slots, scrape planning, snapshots) knows kinds only through this trait and the list
 //! of registered kinds it is given; the kinds themselves live in `crate::kinds`.
 
+use super::cache::Fetched;
 use super::stats::AccountStats;
 use crate::config::{Account, CollectConfig};
 use futures::future::BoxFuture;
 use std::any::{Any, TypeId};
+use std::sync::Arc;
 use std::time::Duration;
 use tibiot_api::calendar::ApiCalendar;
 use tibiot_api::{ApiError, Client, Deadline, Subject};
 
 /// A fetched detail as the kind built it; only the kind (and its families) looks inside.
-pub type Values = Box<dyn Any + Send + Sync>;
+pub type Values = dyn Any + Send + Sync;
 
 /// What a fetch gets besides the client and the id.
 #[derive(Debug, Clone)]
@@ -69,7 +71,7 @@ pub trait TargetKind: Send + Sync + 'static {
         client: &'a Client,
         id: &'a str,
         cx: &'a FetchCx<'a>,
-    ) -> BoxFuture<'a, Result<Values, ApiError>>;
+    ) -> BoxFuture<'a, Result<Arc<Fetched<Values>>, ApiError>>;
     /// Identifies the kind (the `TypeId` of its type).
     fn kind_id(&self) -> TypeId;
 }

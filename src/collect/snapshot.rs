@@ -39,21 +39,25 @@ pub struct TargetSnap {
 
 impl TargetSnap {
     /// The account's name.
+    #[inline]
     pub(crate) fn account(&self) -> &str {
         &self.target.account
     }
 
     /// The target's id (pool code, ICCID, …).
+    #[inline]
     pub(crate) fn id(&self) -> &str {
         &self.target.id
     }
 
     /// The encoder's write-once memo of the target's identifying labels (see [`Target`]).
+    #[inline]
     pub(crate) fn encoded_labels(&self) -> &OnceLock<Box<[u8]>> {
         &self.target.encoded_labels
     }
 
     /// The served value as the kind built it, when there is one of type `V`.
+    #[inline]
     pub(crate) fn value<V: 'static>(&self) -> Option<&V> {
         self.value.as_ref()?.value.downcast_ref()
     }

@@ -11,6 +11,7 @@
 pub(crate) mod card;
 pub(crate) mod pool;
 
+use crate::collect::cache::Fetched;
 use crate::collect::{FetchCx, Snapshot, TargetKind, TargetSnap, Values};
 use crate::config::{Account, CollectConfig};
 use crate::metrics::expo::Writer;
@@ -18,7 +19,7 @@ use crate::metrics::{Family, health, own};
 use futures::future::BoxFuture;
 use std::any::TypeId;
 use std::future::Future;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tibiot_api::{ApiError, Client, Subject};
 
@@ -87,10 +88,10 @@ impl<K: Kind> TargetKind for K {
         client: &'a Client,
         id: &'a str,
         cx: &'a FetchCx<'a>,
-    ) -> BoxFuture<'a, Result<Values, ApiError>> {
+    ) -> BoxFuture<'a, Result<Arc<Fetched<Values>>, ApiError>> {
         Box::pin(async move {
             let v = K::fetch(client, id, cx).await?;
-            Ok(Box::new(v) as Values)
+            Ok(Arc::new(Fetched::now(v)) as Arc<Fetched<Values>>)
         })
     }
     fn kind_id(&self) -> TypeId {
@@ -197,13 +198,19 @@ pub fn history_sources() -> impl Iterator<Item = HistorySource> {
     REGISTERED.iter().map(|r| r.history)
 }
 
-/// The targets of kind `K` in a snapshot, account by account.
-pub(crate) fn targets<K: Kind>(snap: &Snapshot) -> impl Iterator<Item = &TargetSnap> {
+/// The targets of kind `K` in a snapshot, account by account (a slice per account).
+#[inline]
+pub(crate) fn target_lists<K: Kind>(snap: &Snapshot) -> impl Iterator<Item = &[TargetSnap]> {
     snap.accounts
         .iter()
         .flat_map(|a| &a.kinds)
         .filter(|k| k.kind.kind_id() == TypeId::of::<K>())
-        .flat_map(|k| &k.targets)
+        .map(|k| k.targets.as_slice())
+}
+
+/// The targets of kind `K` in a snapshot, account by account.
+pub(crate) fn targets<K: Kind>(snap: &Snapshot) -> impl Iterator<Item = &TargetSnap> {
+    target_lists::<K>(snap).flatten()
 }
 
 /// The targets of kind `K` that have a served value, with it.
@@ -229,11 +236,13 @@ pub(crate) fn sample<K: Kind>(
 pub(crate) fn gauge<K: Kind>(
     snap: &Snapshot,
     w: &mut Writer<'_>,
-    value: fn(&K::Values) -> Option<f64>,
+    value: impl Fn(&K::Values) -> Option<f64>,
 ) {
-    for (t, v) in served::<K>(snap) {
-        if let Some(x) = value(v) {
-            sample::<K>(w, t, &[], x);
+    for list in target_lists::<K>(snap) {
+        for t in list {
+            if let Some(x) = t.value::<K::Values>().and_then(&value) {
+                sample::<K>(w, t, &[], x);
+            }
         }
     }
 }
@@ -242,7 +251,7 @@ pub(crate) fn gauge<K: Kind>(
 /// each served period of each target, in bytes.
 pub(crate) fn history<K: Kind, const MONTHS: bool>(snap: &Snapshot, w: &mut Writer<'_>) {
     let label = if MONTHS { "month" } else { "date" };
-    for t in targets::<K>(snap) {
+    for t in target_lists::<K>(snap).flatten() {
         let Some((view, _)) = &t.history else {
             continue;
         };
@@ -334,7 +343,7 @@ mod tests {
             for k in &a.kinds {
                 let window = crate::collect::scrape::window(k.kind, settings);
                 for (i, t) in k.targets.iter().enumerate() {
-                    let v: Values = if k.kind.name() == "pool" {
+                    let v: Arc<Fetched<Values>> = if k.kind.name() == "pool" {
                         let d = tibiot_api::PoolDetail {
                             upool_code: Some(t.id.to_string()),
                             upool_name: Some(format!("华东 \"主\" 池 {i}")),
@@ -354,11 +363,11 @@ mod tests {
                             raw_add_time: Some("2025-01-01 10:00:00".into()),
                             ..Default::default()
                         };
-                        Box::new(pool::PoolValues::from_detail(
+                        Arc::new(Fetched::now(pool::PoolValues::from_detail(
                             &d,
                             &settings.calendar,
                             &mut Bounds::default(),
-                        ))
+                        )))
                     } else {
                         let d = tibiot_api::CardDetail {
                             iccid: Some(t.id.to_string()),
@@ -372,9 +381,12 @@ mod tests {
                             billing_method: Some(1),
                             card_status: Some(8),
                         };
-                        Box::new(card::CardValues::from_detail(&d, &mut Bounds::default()))
+                        Arc::new(Fetched::now(card::CardValues::from_detail(
+                            &d,
+                            &mut Bounds::default(),
+                        )))
                     };
-                    crate::sys::lock(&t.detail).record(Ok(v));
+                    crate::sys::lock(&t.detail).record_fetched(Ok(v));
                     if let Some(w) = &window {
                         let mut h = crate::sys::lock(&t.history);
                         let h = h.get_or_insert_with(Default::default);
