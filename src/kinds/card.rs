@@ -2,7 +2,7 @@
 //! comes from the card-detail endpoint every `collect.card_ttl`, its history from the card day
 //! and month usage endpoints; its families are the `tibiot_card_*` metrics (docs/metrics.md).
 
-use super::{Bounds, Kind, gauge, history, kb_to_bytes, sample, served};
+use super::{Bounds, Kind, Texts, gauge, history, kb_to_bytes, sample, served};
 use crate::collect::FetchCx;
 use crate::config::{Account, CollectConfig, is_valid_iccid};
 use crate::metrics::expo::MetricType;
@@ -16,12 +16,10 @@ use tibiot_api::{ApiError, BillingMethod, CardDetail, CardStatus, Client, Query,
 pub struct Card;
 
 /// A card detail, ready to encode: label values as data, numbers in bytes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct CardValues {
-    pub(crate) imsi: Box<str>,
-    pub(crate) msisdn: Box<str>,
-    pub(crate) imei: Box<str>,
-    pub(crate) apn: Box<str>,
+    /// `imsi`, `msisdn`, `imei`, `apn`, in one allocation.
+    info: Texts<4>,
     pub(crate) status: Option<i64>,
     /// The product's name of the billing method (`code_<n>` for an unknown code).
     pub(crate) billing_label: Option<Cow<'static, str>>,
@@ -35,10 +33,12 @@ impl CardValues {
     pub(crate) fn from_detail(d: &CardDetail, bounds: &mut Bounds) -> Self {
         let usage = d.billing_method == Some(BillingMethod::Usage.code());
         Self {
-            imsi: bounds.label("imsi", d.imsi.as_deref()),
-            msisdn: bounds.label("msisdn", d.msisdn.as_deref()),
-            imei: bounds.label("imei", d.imei.as_deref()),
-            apn: bounds.label("apn", d.apn.as_deref()),
+            info: Texts::new([
+                &bounds.label("imsi", d.imsi.as_deref()),
+                &bounds.label("msisdn", d.msisdn.as_deref()),
+                &bounds.label("imei", d.imei.as_deref()),
+                &bounds.label("apn", d.apn.as_deref()),
+            ]),
             status: d.card_status,
             billing_label: d.billing_method.map(BillingMethod::label),
             cycle_bytes: d.use_flow.map(kb_to_bytes),
@@ -49,6 +49,22 @@ impl CardValues {
                 d.total_flow.map(kb_to_bytes)
             },
         }
+    }
+
+    pub(crate) fn imsi(&self) -> &str {
+        self.info.get(0)
+    }
+
+    pub(crate) fn msisdn(&self) -> &str {
+        self.info.get(1)
+    }
+
+    pub(crate) fn imei(&self) -> &str {
+        self.info.get(2)
+    }
+
+    pub(crate) fn apn(&self) -> &str {
+        self.info.get(3)
     }
 
     /// The status name (`code_<n>` for unknown codes).
@@ -134,10 +150,10 @@ static FAMILIES: &[Family] = &[
         source: Source::Snapshot(|snap, w| {
             for (t, v) in served::<Card>(snap) {
                 let info = [
-                    ("imsi", &*v.imsi),
-                    ("msisdn", &*v.msisdn),
-                    ("imei", &*v.imei),
-                    ("apn", &*v.apn),
+                    ("imsi", v.imsi()),
+                    ("msisdn", v.msisdn()),
+                    ("imei", v.imei()),
+                    ("apn", v.apn()),
                     ("billing_method", v.billing_label.as_deref().unwrap_or("")),
                 ];
                 sample::<Card>(w, t, &info, 1.0);
@@ -209,6 +225,7 @@ mod tests {
         assert_eq!(v.capacity_bytes, None);
         assert_eq!(v.cycle_bytes, Some(1024.0));
         assert_eq!(v.status_label().unwrap(), "code_5");
-        assert_eq!(&*v.imsi, "46\"0", "label values are kept as data");
+        assert_eq!(v.imsi(), "46\"0", "label values are kept as data");
+        assert_eq!((v.msisdn(), v.imei(), v.apn()), ("", "", ""));
     }
 }

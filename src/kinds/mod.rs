@@ -18,6 +18,7 @@ use crate::metrics::expo::Writer;
 use crate::metrics::{Family, health, own};
 use futures::future::BoxFuture;
 use std::any::TypeId;
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -284,10 +285,10 @@ pub(crate) struct Bounds {
 
 impl Bounds {
     /// `value` (absent: empty) as a label value of at most [`MAX_LABEL_BYTES`] bytes.
-    pub(crate) fn label(&mut self, name: &'static str, value: Option<&str>) -> Box<str> {
+    pub(crate) fn label<'v>(&mut self, name: &'static str, value: Option<&'v str>) -> Cow<'v, str> {
         let v = value.unwrap_or("");
         if v.len() <= MAX_LABEL_BYTES {
-            return v.into();
+            return Cow::Borrowed(v);
         }
         self.truncated.push((name, v.len()));
         let mut end = MAX_LABEL_BYTES - TRUNCATED.len();
@@ -297,7 +298,7 @@ impl Bounds {
         let mut cut = String::with_capacity(end + TRUNCATED.len());
         cut.push_str(&v[..end]);
         cut.push_str(TRUNCATED);
-        cut.into_boxed_str()
+        Cow::Owned(cut)
     }
 
     /// Notes `n` status codes summed into `other`.
@@ -308,6 +309,41 @@ impl Bounds {
     /// Logs and counts what was bounded, if anything.
     pub(crate) fn report<K: Kind>(&self, cx: &FetchCx<'_>, id: &str) {
         cx.bounded(K::NAME, id, &self.truncated, self.folded);
+    }
+}
+
+/// Several label values kept in one allocation (a card has four; 10,000 cards would
+/// otherwise hold 40,000 small strings). Values as data, escaped only when written.
+#[derive(Debug, Clone)]
+pub(crate) struct Texts<const N: usize> {
+    text: Box<str>,
+    /// Where each value ends in `text`.
+    ends: [u32; N],
+}
+
+impl<const N: usize> Texts<N> {
+    pub(crate) fn new(values: [&str; N]) -> Self {
+        let mut text = String::with_capacity(values.iter().map(|v| v.len()).sum());
+        let mut ends = [0u32; N];
+        for (end, v) in ends.iter_mut().zip(values) {
+            text.push_str(v);
+            *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        }
+        Self {
+            text: text.into_boxed_str(),
+            ends,
+        }
+    }
+
+    /// The value at `i` (empty when out of range).
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> &str {
+        let start = match i {
+            0 => 0,
+            _ => self.ends.get(i - 1).map_or(0, |e| *e as usize),
+        };
+        let end = self.ends.get(i).map_or(0, |e| *e as usize);
+        self.text.get(start..end).unwrap_or("")
     }
 }
 
@@ -400,6 +436,18 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn texts_keep_each_value() {
+        let t = Texts::new(["460", "", "池\"\\", "apn"]);
+        assert_eq!(
+            (t.get(0), t.get(1), t.get(2), t.get(3)),
+            ("460", "", "池\"\\", "apn")
+        );
+        assert_eq!(t.get(4), "");
+        let e = Texts::new(["", ""]);
+        assert_eq!((e.get(0), e.get(1)), ("", ""));
     }
 
     /// `cargo test --release --lib encode_speed -- --ignored --nocapture`: the CPU cost of

@@ -63,19 +63,23 @@ impl PoolValues {
                 .map(|dt| cal.day_start(cal.date_at(dt)) as f64)
         };
         Self {
-            name: bounds.label("name", d.upool_name.as_deref()),
-            name_en: bounds.label("name_en", d.en_upool_name.as_deref()),
+            name: bounds.label("name", d.upool_name.as_deref()).into(),
+            name_en: bounds.label("name_en", d.en_upool_name.as_deref()).into(),
             type_label,
             billing_cycle: d
                 .billing_cycle
                 .map(|c| c.to_string())
                 .unwrap_or_default()
                 .into(),
-            package: bounds.label(
-                "package",
-                pkg.and_then(|p| p.client_flow_package_name.as_deref()),
-            ),
-            channel: bounds.label("channel", pkg.and_then(|p| p.channel_name.as_deref())),
+            package: bounds
+                .label(
+                    "package",
+                    pkg.and_then(|p| p.client_flow_package_name.as_deref()),
+                )
+                .into(),
+            channel: bounds
+                .label("channel", pkg.and_then(|p| p.channel_name.as_deref()))
+                .into(),
             used_bytes: d.use_flow.map(kb_to_bytes),
             capacity_bytes: if usage_billed {
                 None
