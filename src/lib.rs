@@ -7,6 +7,8 @@
 //! auth, admission). The simulator (`tibiot_sim`) and the operator binary (`tibiotctl`) are
 //! crates of their own.
 
+#![warn(unreachable_pub)]
+
 mod collect;
 pub mod config;
 pub mod demo;

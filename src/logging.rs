@@ -14,18 +14,18 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// `--log.format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     #[default]
     Logfmt,
     Json,
 }
 
 /// The accepted `--log.level` values.
-pub const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+pub(crate) const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
 /// Installs the global subscriber. An unknown level is an error (exit 2 for the caller).
 /// Installing twice (tests) is not an error.
-pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
+pub(crate) fn init(level: &str, format: LogFormat) -> Result<(), String> {
     let level = level.trim().to_ascii_lowercase();
     if !LEVELS.contains(&level.as_str()) {
         return Err(format!(
@@ -59,7 +59,7 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
 /// Logs an upstream answer that exceeded the exporter's bounds (docs/metrics.md, "Bounds"):
 /// the label values cut (name and original length in bytes) and the card statuses folded
 /// into `status="other"`.
-pub fn bounded(
+pub(crate) fn bounded(
     account: &str,
     kind: &str,
     target: &str,
@@ -82,7 +82,7 @@ pub fn bounded(
 }
 
 /// Logs one failed upstream fetch.
-pub fn fetch_failed(
+pub(crate) fn fetch_failed(
     account: &str,
     kind: &str,
     target: &str,
@@ -105,7 +105,7 @@ pub fn fetch_failed(
 }
 
 /// The logfmt event format: `ts=... level=... caller=<module> msg="..." key=value ...`.
-pub struct Logfmt;
+pub(crate) struct Logfmt;
 
 impl<S, N> FormatEvent<S, N> for Logfmt
 where
@@ -161,7 +161,7 @@ impl Visit for LogfmtVisitor {
 }
 
 /// A logfmt value: bare when safe, else quoted with `\"`, `\\` and `\n`-style escapes.
-pub fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     let bare = !s.is_empty()
         && s.chars()
             .all(|c| !c.is_whitespace() && !c.is_control() && c != '"' && c != '=' && c != '\\');

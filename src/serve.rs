@@ -25,27 +25,27 @@ pub struct ServeFlags {
         default_value = "tibiot-exporter.yml",
         value_name = "PATH"
     )]
-    pub config_file: PathBuf,
+    pub(crate) config_file: PathBuf,
     /// Address to listen on (`:9869` = every interface).
     #[arg(
         long = "web.listen-address",
         default_value = ":9869",
         value_name = "ADDR"
     )]
-    pub listen_address: String,
+    pub(crate) listen_address: String,
     /// Web configuration file (TLS, basic auth), exporter-toolkit format.
     #[arg(long = "web.config.file", value_name = "PATH")]
-    pub web_config_file: Option<PathBuf>,
+    pub(crate) web_config_file: Option<PathBuf>,
     #[command(flatten)]
     pub web: WebFlags,
     /// This replica's shard, 0 to --total-shards − 1 (or a StatefulSet pod name such as
     /// tibiot-exporter-2: the number after its last '-'). It collects and serves only the
     /// targets whose stable hash falls on it.
     #[arg(long = "shard", default_value = "0", value_name = "N", value_parser = crate::collect::shard::parse_shard)]
-    pub shard: u32,
+    pub(crate) shard: u32,
     /// How many replicas share the targets (1: this one serves them all).
     #[arg(long = "total-shards", default_value_t = 1, value_name = "M")]
-    pub total_shards: u32,
+    pub(crate) total_shards: u32,
     #[command(flatten)]
     pub log: LogFlags,
 }
@@ -61,7 +61,7 @@ pub struct WebFlags {
         value_name = "N",
         global = true
     )]
-    pub max_requests: usize,
+    pub(crate) max_requests: usize,
     /// Open connections at once. A new connection beyond it closes the longest-idle one
     /// (first those that never sent a request); connections with a request in progress are
     /// kept.
@@ -72,7 +72,7 @@ pub struct WebFlags {
         value_name = "N",
         global = true
     )]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Open connections from one client address (IPv6: one /64). A new one beyond it closes
     /// that client's own longest-idle connection. 0: no per-client limit.
     #[arg(
@@ -81,7 +81,7 @@ pub struct WebFlags {
         value_name = "N",
         global = true
     )]
-    pub max_connections_per_client: usize,
+    pub(crate) max_connections_per_client: usize,
     /// Time from connecting to complete request headers (TLS handshake and HTTP/2 preface
     /// included), and from the first byte of a later HTTP/1 request to its headers.
     #[arg(
@@ -91,7 +91,7 @@ pub struct WebFlags {
         value_name = "DURATION",
         global = true
     )]
-    pub read_header_timeout: Duration,
+    pub(crate) read_header_timeout: Duration,
     /// Time a connection may stay open without a request (HTTP/1 keep-alive and HTTP/2
     /// alike). Keep it above the scrape interval so scrapes reuse their connection.
     #[arg(
@@ -101,12 +101,15 @@ pub struct WebFlags {
         value_name = "DURATION",
         global = true
     )]
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 }
 
 impl WebFlags {
     /// The web server's options: these limits, `web_config_file`, the rest default.
-    pub fn server_options(&self, web_config_file: Option<&Path>) -> tibiot_web::ServerOptions {
+    pub(crate) fn server_options(
+        &self,
+        web_config_file: Option<&Path>,
+    ) -> tibiot_web::ServerOptions {
         tibiot_web::ServerOptions {
             web_config_file: web_config_file.map(Path::to_path_buf),
             limits: tibiot_web::Limits {
@@ -149,7 +152,7 @@ pub struct LogFlags {
         value_name = "LEVEL",
         global = true
     )]
-    pub level: String,
+    pub(crate) level: String,
     /// Log format.
     #[arg(
         long = "log.format",
@@ -157,7 +160,7 @@ pub struct LogFlags {
         default_value = "logfmt",
         global = true
     )]
-    pub format: LogFormat,
+    pub(crate) format: LogFormat,
 }
 
 impl LogFlags {
@@ -235,7 +238,7 @@ pub fn run(flags: ServeFlags) -> ExitCode {
 
 /// Serves `config` on `listener` with the web server `options` until SIGTERM/SIGINT; SIGHUP
 /// reloads through `loader`; `shard`: the targets this replica owns.
-pub async fn run_server(
+pub(crate) async fn run_server(
     config: Config,
     loader: Option<Loader>,
     listener: TcpListener,
@@ -277,7 +280,7 @@ pub async fn run_server(
 
 /// Puts the router on the network until `shutdown` resolves (graceful: in-flight requests
 /// finish). The web layer (TLS, basic auth, admission, limits per `options`) plugs in here.
-pub async fn serve_router(
+pub(crate) async fn serve_router(
     listener: TcpListener,
     app: Router,
     options: tibiot_web::ServerOptions,

@@ -5,7 +5,7 @@
 /// The package version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git commit built (12 hex digits), or `unknown`.
-pub const REVISION: &str = env!("TIBIOT_REVISION");
+pub(crate) const REVISION: &str = env!("TIBIOT_REVISION");
 /// `0.1.0 (revision 0123456789ab)`: what `--version` prints after the program name.
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),

@@ -15,11 +15,11 @@ use tibiot_api::calendar::ApiCalendar;
 use tibiot_api::{ApiError, Client, Deadline, Subject};
 
 /// A fetched detail as the kind built it; only the kind (and its families) looks inside.
-pub type Values = dyn Any + Send + Sync;
+pub(crate) type Values = dyn Any + Send + Sync;
 
 /// What a fetch gets besides the client and the id.
 #[derive(Debug, Clone)]
-pub struct FetchCx<'a> {
+pub(crate) struct FetchCx<'a> {
     /// The account's name.
     pub(crate) account: &'a str,
     /// The API calendar (`collect.utc_offset`).
@@ -31,7 +31,7 @@ pub struct FetchCx<'a> {
 impl FetchCx<'_> {
     /// Reports an answer that had to be bounded (docs/metrics.md, "Bounds"): one log line
     /// naming the target, and the account's count of truncated label values.
-    pub fn bounded(
+    pub(crate) fn bounded(
         &self,
         kind: &'static str,
         id: &str,
@@ -47,7 +47,7 @@ impl FetchCx<'_> {
 }
 
 /// A kind of target, type-erased. Implemented for every `crate::kinds::Kind`.
-pub trait TargetKind: Send + Sync + 'static {
+pub(crate) trait TargetKind: Send + Sync + 'static {
     /// The `kind` label of its collection-health series; also the name of its `/probe`
     /// parameter.
     fn name(&self) -> &'static str;

@@ -18,7 +18,7 @@ mod kind;
 pub(crate) mod queue;
 pub(crate) mod sched;
 pub(crate) mod scrape;
-pub mod shard;
+pub(crate) mod shard;
 pub(crate) mod snapshot;
 pub(crate) mod stats;
 
@@ -27,11 +27,11 @@ use crate::sys::lock;
 use cache::Slot;
 use history::History;
 pub(crate) use kind::same;
-pub use kind::{FetchCx, TargetKind, Values};
+pub(crate) use kind::{FetchCx, TargetKind, Values};
 use sched::{Mark, Sched};
-pub use scrape::{ProbeRefused, Scope};
+pub(crate) use scrape::{ProbeRefused, Scope};
 pub use shard::Shard;
-pub use snapshot::{Health, Snapshot, TargetSnap};
+pub(crate) use snapshot::{Health, Snapshot, TargetSnap};
 use stats::AccountStats;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -188,7 +188,7 @@ impl Runtime {
 }
 
 /// The collector: the registered kinds and the current runtime, replaced on reload.
-pub struct Collector {
+pub(crate) struct Collector {
     kinds: &'static [&'static dyn TargetKind],
     /// Which targets this replica owns.
     shard: Shard,
@@ -209,7 +209,7 @@ impl std::fmt::Debug for Collector {
 impl Collector {
     /// Builds the runtime of `config` for the given kinds, owning the targets of `shard`.
     /// Fails only when a client cannot be built. Nothing is fetched before the first scrape.
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<Config>,
         kinds: &'static [&'static dyn TargetKind],
         shard: Shard,
@@ -229,7 +229,7 @@ impl Collector {
     }
 
     /// The registered kinds, in registration order.
-    pub fn kinds(&self) -> &'static [&'static dyn TargetKind] {
+    pub(crate) fn kinds(&self) -> &'static [&'static dyn TargetKind] {
         self.kinds
     }
 
@@ -238,7 +238,7 @@ impl Collector {
         self.rt.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         self.runtime().config.clone()
     }
 
@@ -255,7 +255,7 @@ impl Collector {
     /// Applies a new configuration. Targets that stay (same account name and base URL, same
     /// kind and id, still this replica's) keep their cache and their schedule; nothing changes
     /// when it fails. Logs each account's request budget.
-    pub fn reload(&self, config: Arc<Config>) -> Result<(), CollectError> {
+    pub(crate) fn reload(&self, config: Arc<Config>) -> Result<(), CollectError> {
         let old = self.runtime();
         let collect = &config.collect;
         let mut accounts = Vec::with_capacity(config.accounts.len());

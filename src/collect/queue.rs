@@ -20,20 +20,20 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Tier of the first registered kind's (pools') details and history refreshes.
-pub const LEAD: u8 = 0;
+pub(crate) const LEAD: u8 = 0;
 /// Tier of details never fetched (or with nothing left to serve).
-pub const COLD: u8 = 1;
+pub(crate) const COLD: u8 = 1;
 /// Tier of refreshes.
-pub const REFRESH: u8 = 2;
+pub(crate) const REFRESH: u8 = 2;
 /// Tier of history never fetched (the closed days and months of a cold start): after
 /// refreshes; over budget, with one turn in every [`BACKFILL_EVERY`] while refreshes wait.
-pub const BACKFILL: u8 = 3;
+pub(crate) const BACKFILL: u8 = 3;
 /// The backfill's share of the turns while refreshes wait (over budget): one in this many.
-pub const BACKFILL_EVERY: u32 = 10;
+pub(crate) const BACKFILL_EVERY: u32 = 10;
 
 /// Where a ready item stands in the queue (smaller first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Order {
+pub(crate) struct Order {
     /// `/probe`-only work (not in the configuration) goes after all configured work.
     pub probe: bool,
     /// [`LEAD`], [`COLD`], [`REFRESH`] or [`BACKFILL`].
@@ -94,7 +94,7 @@ impl<T> Ord for Timer<T> {
 }
 
 /// What to do with an item whose timer has come.
-pub enum Due {
+pub(crate) enum Due {
     /// Fetch it: into the ready heap at this place.
     Ready(Order),
     /// Not due after all: wait again until then.
@@ -106,7 +106,7 @@ pub enum Due {
 }
 
 /// The queue: ready items in [`Order`], timers, and parked items.
-pub struct Queue<T> {
+pub(crate) struct Queue<T> {
     epoch: Instant,
     seq: u64,
     ready: BinaryHeap<Reverse<ReadyItem<T>>>,
@@ -121,7 +121,7 @@ pub struct Queue<T> {
 }
 
 impl<T> Queue<T> {
-    pub fn new(epoch: Instant) -> Self {
+    pub(crate) fn new(epoch: Instant) -> Self {
         Self {
             epoch,
             seq: 0,
@@ -135,7 +135,7 @@ impl<T> Queue<T> {
     }
 
     /// Nanoseconds since the queue's epoch (for [`Order::since`]).
-    pub fn since(&self, at: Instant) -> u64 {
+    pub(crate) fn since(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
@@ -145,7 +145,7 @@ impl<T> Queue<T> {
     }
 
     /// Makes `item` ready at `order`.
-    pub fn push_ready(&mut self, item: T, order: Order) {
+    pub(crate) fn push_ready(&mut self, item: T, order: Order) {
         let seq = self.next_seq();
         let r = Reverse(ReadyItem { order, seq, item });
         if order.probe {
@@ -158,7 +158,7 @@ impl<T> Queue<T> {
     }
 
     /// Lets `item` wait until `at`.
-    pub fn push_timer(&mut self, item: T, at: Instant) {
+    pub(crate) fn push_timer(&mut self, item: T, at: Instant) {
         let at = self.since(at);
         self.timers.push(Reverse(Timer { at, item }));
     }
@@ -169,7 +169,11 @@ impl<T> Queue<T> {
 
     /// Moves every item whose timer has come (at `now`) where `due` says. Returns the next
     /// timer's instant.
-    pub fn promote(&mut self, now: Instant, mut due: impl FnMut(&T) -> Due) -> Option<Instant> {
+    pub(crate) fn promote(
+        &mut self,
+        now: Instant,
+        mut due: impl FnMut(&T) -> Due,
+    ) -> Option<Instant> {
         let now_ns = self.since(now);
         while let Some(Reverse(t)) = self.timers.peek() {
             if t.at > now_ns {
@@ -192,13 +196,13 @@ impl<T> Queue<T> {
     }
 
     /// The next timer's instant.
-    pub fn next_timer(&self) -> Option<Instant> {
+    pub(crate) fn next_timer(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse(t)| self.instant(t.at))
     }
 
     /// Makes every waiting and parked item due `now` (to be looked at again, e.g. after the
     /// TTLs changed).
-    pub fn reschedule_all(&mut self, now: Instant) {
+    pub(crate) fn reschedule_all(&mut self, now: Instant) {
         let timers = std::mem::take(&mut self.timers);
         for Reverse(t) in timers {
             self.push_timer(t.item, now);
@@ -207,25 +211,25 @@ impl<T> Queue<T> {
     }
 
     /// Brings the parked items back as timers due `now`.
-    pub fn unpark(&mut self, now: Instant) {
+    pub(crate) fn unpark(&mut self, now: Instant) {
         for item in std::mem::take(&mut self.parked) {
             self.push_timer(item, now);
         }
     }
 
     /// Configured items ready.
-    pub fn ready_len(&self) -> usize {
+    pub(crate) fn ready_len(&self) -> usize {
         self.ready.len() + self.backfill.len()
     }
 
     /// `/probe`-only items ready.
-    pub fn probe_len(&self) -> usize {
+    pub(crate) fn probe_len(&self) -> usize {
         self.probes.len()
     }
 
     /// Items waiting for their timer or parked.
     #[cfg(test)]
-    pub fn waiting_len(&self) -> usize {
+    pub(crate) fn waiting_len(&self) -> usize {
         self.timers.len() + self.parked.len()
     }
 
@@ -234,7 +238,7 @@ impl<T> Queue<T> {
     /// and, with `share` (over budget, where refreshes always wait), one in
     /// [`BACKFILL_EVERY`] while they wait; `/probe`-only work only when `probes` allows it and
     /// no configured work is ready.
-    pub fn pop(&mut self, probes: bool, share: bool) -> Option<(T, Order)> {
+    pub(crate) fn pop(&mut self, probes: bool, share: bool) -> Option<(T, Order)> {
         let top = self.ready.peek().map(|Reverse(r)| r.order.tier);
         let backfill_turn = !self.backfill.is_empty()
             && match top {
@@ -257,7 +261,7 @@ impl<T> Queue<T> {
     }
 
     /// Removes every item (ready, waiting or parked) for which `keep` is false.
-    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         self.ready.retain(|Reverse(r)| keep(&r.item));
         self.backfill.retain(|Reverse(r)| keep(&r.item));
         self.probes.retain(|Reverse(r)| keep(&r.item));
@@ -271,7 +275,12 @@ impl<T> Queue<T> {
 /// `fetched`. Values fetched together in a cold fill are so spread over the next TTL; after
 /// that each value is refreshed one TTL after its previous fetch (see `super::sched`), which
 /// keeps them spread, costs one call per TTL and keeps the data age at the TTL.
-pub fn next_refresh(epoch: Instant, phase: Duration, ttl: Duration, fetched: Instant) -> Instant {
+pub(crate) fn next_refresh(
+    epoch: Instant,
+    phase: Duration,
+    ttl: Duration,
+    fetched: Instant,
+) -> Instant {
     if ttl.is_zero() {
         return fetched;
     }
@@ -289,7 +298,7 @@ pub fn next_refresh(epoch: Instant, phase: Duration, ttl: Duration, fetched: Ins
 }
 
 /// The phase of an item within a TTL: `hash` mapped onto `[0, ttl)`.
-pub fn phase(hash: u64, ttl: Duration) -> Duration {
+pub(crate) fn phase(hash: u64, ttl: Duration) -> Duration {
     let ns = ttl.as_nanos().max(1);
     Duration::from_nanos(u64::try_from(u128::from(hash) % ns).unwrap_or(0))
 }
@@ -298,7 +307,7 @@ pub fn phase(hash: u64, ttl: Duration) -> Duration {
 /// younger than three times the longest of the last gaps between scrapes, and at least
 /// [`Activity::MIN_KEEP`].
 #[derive(Debug, Clone, Default)]
-pub struct Activity {
+pub(crate) struct Activity {
     last: Option<Instant>,
     gaps: [Duration; 4],
     next_gap: usize,
@@ -306,10 +315,10 @@ pub struct Activity {
 
 impl Activity {
     /// Refreshing never stops sooner than this after a scrape.
-    pub const MIN_KEEP: Duration = Duration::from_secs(120);
+    pub(crate) const MIN_KEEP: Duration = Duration::from_secs(120);
 
     /// A scrape came at `now`. Returns whether refreshing had stopped (so it resumes).
-    pub fn scraped(&mut self, now: Instant) -> bool {
+    pub(crate) fn scraped(&mut self, now: Instant) -> bool {
         let resumed = !self.active(now);
         if let Some(last) = self.last {
             let gap = now.saturating_duration_since(last);
@@ -324,13 +333,13 @@ impl Activity {
     }
 
     /// How long after the latest scrape refreshing goes on.
-    pub fn keep(&self) -> Duration {
+    pub(crate) fn keep(&self) -> Duration {
         let longest = self.gaps.iter().max().copied().unwrap_or_default();
         (longest * 3).max(Self::MIN_KEEP)
     }
 
     /// Whether scrapes are still coming at `now`.
-    pub fn active(&self, now: Instant) -> bool {
+    pub(crate) fn active(&self, now: Instant) -> bool {
         self.last
             .is_some_and(|l| now.saturating_duration_since(l) <= self.keep())
     }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 /// What a scrape covers.
 #[derive(Debug, Clone)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// Every configured target.
     All,
     /// One target of one account (`/probe`); it need not be configured.
@@ -28,7 +28,7 @@ pub enum Scope {
 
 /// Why a `/probe` is not answered with metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbeRefused {
+pub(crate) enum ProbeRefused {
     /// The scope is not one target of a configured account.
     UnknownAccount,
     /// The target is not this replica's and `/probe` of such targets is switched off.
@@ -86,7 +86,7 @@ impl Collector {
     /// Tells every account that a scrape came and waits, until `deadline`, for configured
     /// values never fetched. Returns whether it had to wait for any (then a snapshot taken
     /// earlier is older than what this scrape may serve).
-    pub async fn collect(&self, deadline: Instant) -> bool {
+    pub(crate) async fn collect(&self, deadline: Instant) -> bool {
         let rt = self.runtime();
         let settings = rt.settings();
         for acc in &rt.accounts {
@@ -100,13 +100,13 @@ impl Collector {
     }
 
     /// Every configured target as the cache holds it now.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         snapshot(&self.runtime(), &Scope::All)
     }
 
     /// [`Collector::collect`], then the snapshot to encode, with the time spent collecting.
     /// Never fails: what has no value yet is left out, and keeps being fetched.
-    pub async fn scrape(&self, deadline: Instant) -> Snapshot {
+    pub(crate) async fn scrape(&self, deadline: Instant) -> Snapshot {
         let started = Instant::now();
         self.collect(deadline).await;
         let mut snap = self.snapshot();
@@ -117,7 +117,11 @@ impl Collector {
     /// Collects one target (the `/probe` endpoint): served from the cache when it has a
     /// value, else waited for until `deadline`. A target this replica does not own is
     /// `/probe`-only work (after every configured target, within its share of the budget).
-    pub async fn probe(&self, scope: &Scope, deadline: Instant) -> Result<Snapshot, ProbeRefused> {
+    pub(crate) async fn probe(
+        &self,
+        scope: &Scope,
+        deadline: Instant,
+    ) -> Result<Snapshot, ProbeRefused> {
         let started = Instant::now();
         let rt = self.runtime();
         let Scope::Target { account, kind, id } = scope else {

@@ -41,13 +41,13 @@ impl Shard {
     }
 
     /// Whether the exporter runs as several shards.
-    pub fn is_sharded(self) -> bool {
+    pub(crate) fn is_sharded(self) -> bool {
         self.total > 1
     }
 }
 
 /// The stable hash of a target (see the module documentation).
-pub fn target_hash(account: &str, kind: &str, id: &str) -> u64 {
+pub(crate) fn target_hash(account: &str, kind: &str, id: &str) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h = OFFSET;
@@ -74,13 +74,13 @@ fn splitmix64(mut z: u64) -> u64 {
 }
 
 /// The shard (in `0..total`) that owns a target.
-pub fn shard_of(account: &str, kind: &str, id: &str, total: u32) -> u32 {
+pub(crate) fn shard_of(account: &str, kind: &str, id: &str, total: u32) -> u32 {
     u32::try_from(target_hash(account, kind, id) % u64::from(total.max(1))).unwrap_or(0)
 }
 
 /// A shard given as a number, or as a StatefulSet pod name whose ordinal is the number after
 /// its last `-` (`tibiot-exporter-2` → 2).
-pub fn parse_shard(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_shard(s: &str) -> Result<u32, String> {
     let s = s.trim();
     let digits = s.rsplit_once('-').map_or(s, |(_, n)| n);
     digits.parse::<u32>().map_err(|_| {

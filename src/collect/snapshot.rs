@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 /// Health of one collection kind of one target, as of a snapshot.
 #[derive(Debug, Clone, Default)]
-pub struct Health {
+pub(crate) struct Health {
     /// A fetch has completed at least once.
     pub(crate) attempted: bool,
     /// The latest completed fetch succeeded.
@@ -28,7 +28,7 @@ pub struct Health {
 
 /// One target as of a snapshot.
 #[derive(Debug)]
-pub struct TargetSnap {
+pub(crate) struct TargetSnap {
     pub(crate) target: Arc<Target>,
     /// The served value (fresh, or cached within `stale_after`).
     pub(crate) value: Option<Arc<Fetched<Values>>>,
@@ -65,14 +65,14 @@ impl TargetSnap {
 
 /// The targets of one kind of one account, as of a snapshot.
 #[derive(Debug)]
-pub struct KindSnap {
+pub(crate) struct KindSnap {
     pub(crate) kind: &'static dyn TargetKind,
     pub(crate) targets: Vec<TargetSnap>,
 }
 
 /// One account as of a snapshot.
 #[derive(Debug)]
-pub struct AccountSnap {
+pub(crate) struct AccountSnap {
     pub(crate) name: Arc<str>,
     /// Whether the account's latest upstream request succeeded (`None`: none yet).
     pub(crate) up: Option<bool>,
@@ -113,7 +113,7 @@ pub(crate) struct ProbeResult {
 
 /// An immutable view of everything a scrape serves.
 #[derive(Debug)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub(crate) now: Instant,
     pub(crate) now_unix: f64,
     pub(crate) stale_after: Duration,

@@ -13,25 +13,25 @@ use std::time::Duration;
 
 /// How many targets of each kind a plan covers: an account's, or the share one shard owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TargetCounts {
-    pub pools: usize,
-    pub cards: usize,
+pub(crate) struct TargetCounts {
+    pub(crate) pools: usize,
+    pub(crate) cards: usize,
 }
 
 /// The request rate a set of targets needs, and what it gets. Built by
 /// [`CollectConfig::request_budget`] (or [`Config::request_budgets`] for every account).
 #[derive(Debug, Clone, PartialEq)]
-pub struct RequestBudget {
-    pub targets: TargetCounts,
+pub(crate) struct RequestBudget {
+    pub(crate) targets: TargetCounts,
     /// Requests per second the pools need (detail and open history periods).
-    pub pools_per_second: f64,
+    pub(crate) pools_per_second: f64,
     /// Requests per second the cards need.
-    pub cards_per_second: f64,
+    pub(crate) cards_per_second: f64,
     /// The rate allowed (`requests_per_second`); `None` = unlimited.
-    pub allowed_per_second: Option<f64>,
+    pub(crate) allowed_per_second: Option<f64>,
     /// One-off requests for the closed days and months of the history windows (a cold start
     /// fetches them once; they are kept afterwards).
-    pub fill_requests: u64,
+    pub(crate) fill_requests: u64,
     pool_ttl: Duration,
     card_ttl: Duration,
     history_ttl: Duration,
@@ -39,7 +39,7 @@ pub struct RequestBudget {
 
 impl CollectConfig {
     /// The budget of `targets` under these settings, allowed `requests_per_second`.
-    pub fn request_budget(&self, targets: TargetCounts) -> RequestBudget {
+    pub(crate) fn request_budget(&self, targets: TargetCounts) -> RequestBudget {
         let h = &self.history;
         let per_second = |d: Duration| 1.0 / d.as_secs_f64().max(1e-3);
         let open = |days: u32, months: u32| f64::from(u8::from(days > 0) + u8::from(months > 0));
@@ -70,25 +70,26 @@ impl CollectConfig {
 impl RequestBudget {
     /// The same need against another allowed rate (`None` = unlimited), e.g. a shard's share
     /// of its account's `requests_per_second`.
-    pub fn with_allowed_per_second(mut self, allowed: Option<f64>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_allowed_per_second(mut self, allowed: Option<f64>) -> Self {
         self.allowed_per_second = allowed.filter(|a| *a > 0.0);
         self
     }
 
     /// Requests per second needed to refresh every target within its TTLs.
-    pub fn required_per_second(&self) -> f64 {
+    pub(crate) fn required_per_second(&self) -> f64 {
         self.pools_per_second + self.cards_per_second
     }
 
     /// Whether more is needed than allowed.
-    pub fn over_budget(&self) -> bool {
+    pub(crate) fn over_budget(&self) -> bool {
         self.stretch() > 1.0
     }
 
     /// required / allowed when that is above 1 (over budget), else 1: the factor by which
     /// every refresh period stretches, since the account's queue serves all due work at the
     /// allowed rate.
-    pub fn stretch(&self) -> f64 {
+    pub(crate) fn stretch(&self) -> f64 {
         match self.allowed_per_second {
             Some(a) => (self.required_per_second() / a).max(1.0),
             None => 1.0,
@@ -96,24 +97,24 @@ impl RequestBudget {
     }
 
     /// How often a value with this TTL is actually refreshed: `ttl` × [`Self::stretch`].
-    pub fn effective(&self, ttl: Duration) -> Duration {
+    pub(crate) fn effective(&self, ttl: Duration) -> Duration {
         Duration::from_secs_f64((ttl.as_secs_f64() * self.stretch()).min(1e12))
     }
 
-    pub fn effective_pool_ttl(&self) -> Duration {
+    pub(crate) fn effective_pool_ttl(&self) -> Duration {
         self.effective(self.pool_ttl)
     }
 
-    pub fn effective_card_ttl(&self) -> Duration {
+    pub(crate) fn effective_card_ttl(&self) -> Duration {
         self.effective(self.card_ttl)
     }
 
-    pub fn effective_history_ttl(&self) -> Duration {
+    pub(crate) fn effective_history_ttl(&self) -> Duration {
         self.effective(self.history_ttl)
     }
 
     /// How long the one-off history fill takes at the allowed rate (`None` when unlimited).
-    pub fn fill_duration(&self) -> Option<Duration> {
+    pub(crate) fn fill_duration(&self) -> Option<Duration> {
         self.allowed_per_second
             .map(|a| Duration::from_secs_f64(self.fill_requests as f64 / a))
     }
@@ -121,7 +122,7 @@ impl RequestBudget {
 
 impl Account {
     /// This account's targets.
-    pub fn target_counts(&self) -> TargetCounts {
+    pub(crate) fn target_counts(&self) -> TargetCounts {
         TargetCounts {
             pools: self.pools.len(),
             cards: self.cards.len(),
@@ -131,7 +132,7 @@ impl Account {
 
 impl Config {
     /// Every account's budget (all its targets), in configuration order.
-    pub fn request_budgets(&self) -> Vec<(&str, RequestBudget)> {
+    pub(crate) fn request_budgets(&self) -> Vec<(&str, RequestBudget)> {
         self.accounts
             .iter()
             .map(|a| {

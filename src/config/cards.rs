@@ -11,7 +11,7 @@ pub const ICCID_MIN_LEN: usize = 18;
 pub const ICCID_MAX_LEN: usize = 22;
 
 /// The largest list file read.
-pub const MAX_LIST_FILE_BYTES: u64 = 16 << 20;
+pub(super) const MAX_LIST_FILE_BYTES: u64 = 16 << 20;
 
 /// An ICCID: 18–22 decimal digits.
 pub fn is_valid_iccid(s: &str) -> bool {

@@ -33,7 +33,7 @@ pub fn check_config_command(path: &Path) -> ExitCode {
 }
 
 /// The summary of a valid configuration: targets and each account's request budget.
-pub fn report(cfg: &Config, path: &Path) -> String {
+pub(super) fn report(cfg: &Config, path: &Path) -> String {
     let pools: usize = cfg.accounts.iter().map(|a| a.pools.len()).sum();
     let cards: usize = cfg.accounts.iter().map(|a| a.cards.len()).sum();
     let mut out = format!(
@@ -48,7 +48,7 @@ pub fn report(cfg: &Config, path: &Path) -> String {
 }
 
 /// The request budget of one account, as `check-config` prints it.
-pub fn budget_lines(account: &str, b: &RequestBudget, cfg: &Config) -> String {
+pub(super) fn budget_lines(account: &str, b: &RequestBudget, cfg: &Config) -> String {
     let c = &cfg.collect;
     let mut out = format!(
         "account {account}: {} pool(s), {} card(s); required {} req/s (pools {}, cards {}), allowed {}",

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 /// What a duration looks like, for error messages.
-pub const DURATION_EXAMPLES: &str = "durations look like 30s, 5m, 1h30m (units ms, s, m, h, d, w)";
+pub(super) const DURATION_EXAMPLES: &str =
+    "durations look like 30s, 5m, 1h30m (units ms, s, m, h, d, w)";
 
 const UNITS: [(&str, u64); 6] = [
     ("w", 7 * 86_400_000),

@@ -77,10 +77,6 @@ impl ConfigErrors {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-
-    pub fn into_vec(self) -> Vec<ConfigError> {
-        self.0
-    }
 }
 
 impl From<ConfigError> for ConfigErrors {

@@ -7,19 +7,19 @@
 //! (`/config`, URLs, unknown keys), [`budget`] plans the upstream request rate, and [`check`]
 //! is the `check-config` command.
 
-pub mod budget;
-pub mod cards;
-pub mod check;
-pub mod duration;
+mod budget;
+mod cards;
+mod check;
+mod duration;
 mod error;
-pub mod expand;
+mod expand;
 mod model;
 mod raw;
-pub mod redact;
+mod redact;
 mod validate;
 mod yaml;
 
-pub use budget::{RequestBudget, TargetCounts};
+pub(crate) use budget::{RequestBudget, TargetCounts};
 pub use cards::{
     BadLine, ICCID_MAX_LEN, ICCID_MIN_LEN, IccidError, ListFileError, check_iccid, excerpt,
     iccid_list_entries, is_valid_iccid, parse_iccid_lines, read_cards_file, read_list_file,
@@ -29,7 +29,6 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors};
 pub use expand::{EnvLookup, expand};
 pub use model::{Account, Auth, CollectConfig, Config, HistoryConfig};
-pub use redact::redact_url;
 pub use validate::{is_valid_account_name, is_valid_pool_code};
 
 use error::Problems;

@@ -91,11 +91,6 @@ impl Account {
         opts.success_codes = self.success_codes.clone();
         opts
     }
-
-    /// Names of the static extra headers (their values may be secrets).
-    pub fn header_names(&self) -> impl Iterator<Item = &str> {
-        self.headers.iter().map(|(k, _)| k.as_str())
-    }
 }
 
 /// `collect:` settings.
@@ -166,19 +161,5 @@ impl Config {
     /// The account named `name`.
     pub fn account(&self, name: &str) -> Option<&Account> {
         self.accounts.iter().find(|a| a.name == name)
-    }
-
-    /// Every (account, pool) target.
-    pub fn pool_targets(&self) -> impl Iterator<Item = (&Account, &str)> {
-        self.accounts
-            .iter()
-            .flat_map(|a| a.pools.iter().map(move |p| (a, p.as_str())))
-    }
-
-    /// Every (account, ICCID) target.
-    pub fn card_targets(&self) -> impl Iterator<Item = (&Account, &str)> {
-        self.accounts
-            .iter()
-            .flat_map(|a| a.cards.iter().map(move |c| (a, c.as_str())))
     }
 }

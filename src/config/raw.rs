@@ -27,7 +27,7 @@ pub(crate) enum Slot<T> {
 }
 
 impl<T> Slot<T> {
-    pub fn as_ref(&self) -> Option<&Field<T>> {
+    pub(super) fn as_ref(&self) -> Option<&Field<T>> {
         match self {
             Slot::Set(f) => Some(f),
             _ => None,
@@ -35,7 +35,7 @@ impl<T> Slot<T> {
     }
 
     /// Absent or without a value.
-    pub fn is_missing(&self) -> bool {
+    pub(super) fn is_missing(&self) -> bool {
         matches!(self, Slot::Missing | Slot::Empty { .. })
     }
 }

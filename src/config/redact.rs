@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 /// `url` with the password of its userinfo replaced by `xxxxx` (`http://user:xxxxx@host/p`),
 /// as Go's `url.Redacted()` shows it. A text that does not parse as a URL with a host is
 /// redacted more widely: everything between the scheme and the last `@` but the user name.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     if let Ok(mut parsed) = reqwest::Url::parse(url)
         && parsed.has_host()
     {

@@ -31,7 +31,7 @@ pub(crate) enum Value {
 
 impl Value {
     /// What kind of value this is, for an error message (never the value itself).
-    pub fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> &'static str {
         match self {
             Value::Null => "nothing (null)",
             Value::Bool(_) => "true/false",

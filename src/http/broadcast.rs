@@ -14,9 +14,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use tokio::sync::watch;
 
 /// Chunks the writer may be ahead of the fastest reader.
-pub const AHEAD: usize = 4;
+pub(super) const AHEAD: usize = 4;
 /// A broadcast accepts new readers until it has written this many chunks.
-pub const JOINABLE_CHUNKS: usize = 16;
+pub(super) const JOINABLE_CHUNKS: usize = 16;
 
 struct State {
     /// `chunks[i]` is chunk number `base + i`.
@@ -51,7 +51,7 @@ impl State {
 }
 
 /// One exposition being written for its readers.
-pub struct Broadcast {
+pub(super) struct Broadcast {
     state: Mutex<State>,
     /// Wakes the writer when a reader moves on or leaves.
     moved: Condvar,
@@ -65,7 +65,7 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 
 impl Broadcast {
     /// A new broadcast with no reader yet.
-    pub fn new() -> Arc<Self> {
+    pub(super) fn new() -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 chunks: VecDeque::new(),
@@ -80,7 +80,7 @@ impl Broadcast {
     }
 
     /// A new reader from the first chunk, if the broadcast still accepts one.
-    pub fn join(self: &Arc<Self>) -> Option<Reader> {
+    pub(super) fn join(self: &Arc<Self>) -> Option<Reader> {
         let mut s = lock(&self.state);
         if !s.joinable() {
             return None;
@@ -94,14 +94,9 @@ impl Broadcast {
         })
     }
 
-    /// Whether a reader may still join.
-    pub fn joinable(&self) -> bool {
-        lock(&self.state).joinable()
-    }
-
     /// Writes one chunk (blocking while the writer is [`AHEAD`] of every reader). Returns
     /// false when every reader has gone: the writer should stop.
-    pub fn write(&self, chunk: Vec<u8>) -> bool {
+    pub(super) fn write(&self, chunk: Vec<u8>) -> bool {
         if chunk.is_empty() {
             return true;
         }
@@ -126,7 +121,7 @@ impl Broadcast {
     }
 
     /// Marks the end (after the last chunk, or when the writer gives up).
-    pub fn finish(&self) {
+    pub(super) fn finish(&self) {
         let mut s = lock(&self.state);
         s.done = true;
         s.trim();
@@ -137,7 +132,7 @@ impl Broadcast {
 }
 
 /// One response's view of a [`Broadcast`].
-pub struct Reader {
+pub(super) struct Reader {
     b: Arc<Broadcast>,
     id: usize,
     rx: watch::Receiver<usize>,
@@ -145,7 +140,7 @@ pub struct Reader {
 
 impl Reader {
     /// The next chunk, or `None` at the end.
-    pub async fn next(&mut self) -> Option<Bytes> {
+    pub(super) async fn next(&mut self) -> Option<Bytes> {
         loop {
             {
                 let mut s = lock(&self.b.state);
@@ -170,7 +165,7 @@ impl Reader {
     }
 
     /// The chunks as a stream.
-    pub fn into_stream(self) -> impl futures::Stream<Item = Bytes> + Send {
+    pub(super) fn into_stream(self) -> impl futures::Stream<Item = Bytes> + Send {
         futures::stream::unfold(self, |mut r| async move { r.next().await.map(|c| (c, r)) })
     }
 }

@@ -5,8 +5,8 @@
 //! shared state: the collector, how to re-read the configuration, the reload status, and the
 //! expositions being written.
 
-pub mod broadcast;
-pub mod landing;
+mod broadcast;
+mod landing;
 
 pub use crate::collect::{CollectError, Shard};
 use crate::collect::{Collector, ProbeRefused, Scope};
@@ -133,7 +133,7 @@ impl App {
 }
 
 /// Whether `Accept-Encoding` accepts gzip (`gzip` or `*` with a non-zero quality).
-pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+pub(crate) fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()

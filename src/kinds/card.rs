@@ -13,7 +13,7 @@ use tibiot_api::{ApiError, BillingMethod, CardDetail, CardStatus, Client, Query,
 
 /// The card kind.
 #[derive(Debug, Clone, Copy)]
-pub struct Card;
+pub(crate) struct Card;
 
 /// A card detail, ready to encode: label values as data, numbers in bytes.
 #[derive(Debug, Clone)]

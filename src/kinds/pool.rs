@@ -16,7 +16,7 @@ use tibiot_api::{ApiError, CardStatus, Client, PoolDetail, PoolStatus, PoolType,
 
 /// The pool kind.
 #[derive(Debug, Clone, Copy)]
-pub struct Pool;
+pub(crate) struct Pool;
 
 /// A pool detail, ready to encode: label values as data (escaped only when written), numbers
 /// in bytes.

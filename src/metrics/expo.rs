@@ -24,7 +24,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Format::Text => "text/plain; version=0.0.4; charset=utf-8",
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -33,7 +33,7 @@ impl Format {
 
     /// OpenMetrics when the `Accept` header lists `application/openmetrics-text` with a
     /// non-zero quality (any version we speak: 1.0.0 or 0.0.1, or none given), else text.
-    pub fn from_accept(accept: Option<&str>) -> Format {
+    pub(crate) fn from_accept(accept: Option<&str>) -> Format {
         let Some(accept) = accept else {
             return Format::Text;
         };

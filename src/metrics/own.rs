@@ -25,9 +25,9 @@ use std::sync::atomic::AtomicU64;
 use tibiot_api::{Endpoint, Outcome};
 
 /// Version of this build.
-pub const VERSION: &str = crate::version::VERSION;
+pub(crate) const VERSION: &str = crate::version::VERSION;
 /// Git revision of this build (from `build.rs`, see `crate::version`), else `unknown`.
-pub const REVISION: &str = crate::version::REVISION;
+pub(crate) const REVISION: &str = crate::version::REVISION;
 
 /// The self-metric families, in exposition order (the registry's order: registered metrics,
 /// then collectors).

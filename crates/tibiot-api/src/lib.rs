@@ -9,6 +9,8 @@
 //! operation, exists only with the `operate` feature: the exporter is built without it, the
 //! operator binary `tibiotctl` with it.
 
+#![warn(unreachable_pub)]
+
 pub mod calendar;
 pub mod client;
 pub mod endpoint;

@@ -15,6 +15,8 @@
 //! (signature checks), [`faults`], [`batches`], [`counters`], [`routes`] (request handling),
 //! [`server`] (accept loop), [`cli`] (the `simulate` command).
 
+#![warn(unreachable_pub)]
+
 pub mod auth;
 pub mod batches;
 pub mod cli;

@@ -16,6 +16,8 @@
 //! - `server`: [`WebServer`], the accept loop and shutdown.
 //! - [`redact`]: keeping values out of configuration error messages (shared with exporters).
 
+#![warn(unreachable_pub)]
+
 mod admission;
 mod auth;
 mod config;

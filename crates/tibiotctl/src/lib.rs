@@ -4,6 +4,8 @@
 //! 1 API/runtime failure, 2 bad usage or configuration) and the tokio runtime they run on.
 //! Each command lives in its own module; [`output`] prints tables and JSON.
 
+#![warn(unreachable_pub)]
+
 pub mod backfill;
 pub mod batch;
 pub mod card;

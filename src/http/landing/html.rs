@@ -543,7 +543,7 @@ fn cards(o: &mut String, v: &CardsView, accounts: bool) {
 }
 
 /// Renders the whole page.
-pub fn render(v: &Landing) -> String {
+pub(super) fn render(v: &Landing) -> String {
     let shown_cards = v.cards.top.len() + v.cards.problems.len() + v.cards.page.len();
     let mut o = String::with_capacity(16_384 + (v.pools.len() + shown_cards) * 600);
     let problem_count: usize = v.problems.iter().map(|g| g.total).sum();

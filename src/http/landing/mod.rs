@@ -9,8 +9,8 @@
 //! external asset, so it works offline. Everything from upstream or the configuration is
 //! HTML-escaped.
 
-pub mod html;
-pub mod view;
+mod html;
+mod view;
 
 use super::App;
 use axum::extract::{Query, State};
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// Escapes text for HTML element content and attribute values.
-pub fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -36,7 +36,7 @@ pub fn esc(s: &str) -> String {
 }
 
 /// An age in seconds as short text ("45s", "12m", "3h", "2d").
-pub fn age_text(secs: f64) -> String {
+pub(super) fn age_text(secs: f64) -> String {
     let s = secs.max(0.0) as u64;
     match s {
         0..=119 => format!("{s}s"),

@@ -14,37 +14,37 @@ use std::borrow::Cow;
 use tibiot_api::calendar::{ApiCalendar, format_day};
 
 /// Cards per page of the full card list.
-pub const PAGE_SIZE: usize = 100;
+pub(super) const PAGE_SIZE: usize = 100;
 /// Cards shown in the "top by usage" table.
-pub const TOP_CARDS: usize = 10;
+pub(super) const TOP_CARDS: usize = 10;
 /// Items listed per problem group; the rest is counted (and, for cards, one click away in the
 /// filtered card list).
-pub const GROUP_ITEMS: usize = 8;
+pub(super) const GROUP_ITEMS: usize = 8;
 /// Problem cards listed in the card section.
-pub const PROBLEM_CARDS: usize = 20;
+pub(super) const PROBLEM_CARDS: usize = 20;
 
 /// A pool at or above this share of its capacity is a warning, at or above
 /// [`POOL_CRITICAL_PCT`] critical (TibiotPoolAlmostExhausted).
-pub const POOL_WARNING_PCT: f64 = 80.0;
-pub const POOL_CRITICAL_PCT: f64 = 95.0;
+pub(super) const POOL_WARNING_PCT: f64 = 80.0;
+pub(super) const POOL_CRITICAL_PCT: f64 = 95.0;
 /// A card at or above this share of its own cap is near it (TibiotCardNearCap).
-pub const CARD_NEAR_CAP_PCT: f64 = 90.0;
+pub(super) const CARD_NEAR_CAP_PCT: f64 = 90.0;
 /// An end date this close is a warning (TibiotPoolEndDateNear).
-pub const END_DATE_WARNING_DAYS: f64 = 7.0;
+pub(super) const END_DATE_WARNING_DAYS: f64 = 7.0;
 /// Running out sooner than this is critical (TibiotPoolExhaustionForecast).
-pub const EXHAUSTION_CRITICAL_DAYS: f64 = 1.0;
+pub(super) const EXHAUSTION_CRITICAL_DAYS: f64 = 1.0;
 /// Closed days of history averaged for the exhaustion forecast.
-pub const RATE_DAYS: usize = 7;
+pub(super) const RATE_DAYS: usize = 7;
 
 /// How bad a problem is; problems are listed worst first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
+pub(super) enum Level {
     Critical,
     Warning,
 }
 
 impl Level {
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Level::Critical => "critical",
             Level::Warning => "warning",
@@ -54,7 +54,7 @@ impl Level {
 
 /// The kinds of problem, in the order the page lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ProblemKind {
+pub(super) enum ProblemKind {
     AccountDown,
     AccountErrors,
     ApiPaused,
@@ -72,7 +72,7 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// The heading of the group.
-    pub fn title(self) -> &'static str {
+    pub(super) fn title(self) -> &'static str {
         match self {
             ProblemKind::AccountDown => "Account down",
             ProblemKind::AccountErrors => "Account answering with errors",
@@ -91,7 +91,7 @@ impl ProblemKind {
     }
 
     /// The card-list filter that shows every card of this kind, when it is about cards.
-    pub fn card_filter(self) -> Option<&'static str> {
+    pub(super) fn card_filter(self) -> Option<&'static str> {
         match self {
             ProblemKind::CardOverCap => Some("over_cap"),
             ProblemKind::CardNearCap => Some("near_cap"),
@@ -104,7 +104,7 @@ impl ProblemKind {
 
 /// What a problem is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Subject {
+pub(super) enum Subject {
     Account,
     Pool(String),
     Card(String),
@@ -112,8 +112,7 @@ pub enum Subject {
 
 /// One problem.
 #[derive(Debug, Clone)]
-pub struct Problem {
-    pub level: Level,
+pub(super) struct Problem {
     pub account: String,
     pub subject: Subject,
     /// One line, plain text (escaped when rendered).
@@ -122,7 +121,7 @@ pub struct Problem {
 
 /// The problems of one kind: the first [`GROUP_ITEMS`], and how many there are in all.
 #[derive(Debug, Clone)]
-pub struct ProblemGroup {
+pub(super) struct ProblemGroup {
     pub kind: ProblemKind,
     /// The worst level in the group.
     pub level: Level,
@@ -132,7 +131,7 @@ pub struct ProblemGroup {
 
 /// Collection state of one target (or its history).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Fetch {
+pub(super) enum Fetch {
     /// Never fetched yet (the first fetch is running or about to start).
     Pending,
     Ok,
@@ -142,7 +141,7 @@ pub enum Fetch {
 
 /// One target's collection state and data age.
 #[derive(Debug, Clone)]
-pub struct TargetState {
+pub(super) struct TargetState {
     pub fetch: Fetch,
     /// Seconds since the served values were fetched; `None` when nothing is served.
     pub age: Option<f64>,
@@ -150,7 +149,7 @@ pub struct TargetState {
 
 /// One account.
 #[derive(Debug, Clone)]
-pub struct AccountRow {
+pub(super) struct AccountRow {
     pub name: String,
     /// `None` before the first upstream request.
     pub up: Option<bool>,
@@ -177,7 +176,7 @@ pub struct AccountRow {
 
 impl AccountRow {
     /// required / allowed, when more is needed than allowed.
-    pub fn oversubscribed(&self) -> Option<f64> {
+    pub(super) fn oversubscribed(&self) -> Option<f64> {
         let allowed = self.allowed_rps.filter(|a| *a > 0.0)?;
         let factor = self.required_rps / allowed;
         (factor > 1.0).then_some(factor)
@@ -186,7 +185,7 @@ impl AccountRow {
 
 /// One pool.
 #[derive(Debug, Clone)]
-pub struct PoolRow {
+pub(super) struct PoolRow {
     pub account: String,
     pub code: String,
     pub name: String,
@@ -213,7 +212,7 @@ pub struct PoolRow {
 
 /// One card.
 #[derive(Debug, Clone)]
-pub struct CardRow {
+pub(super) struct CardRow {
     pub account: String,
     pub iccid: String,
     pub status: Option<String>,
@@ -232,7 +231,7 @@ pub struct CardRow {
 /// The card list's query: `?q=` (part of an ICCID or account), `?status=` (a card status or
 /// one of [`PSEUDO_STATUSES`]), `?page=` (1-based).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct CardQuery {
+pub(super) struct CardQuery {
     pub q: String,
     pub status: Option<String>,
     pub page: usize,
@@ -240,7 +239,7 @@ pub struct CardQuery {
 
 /// Filters of the card list beyond the card statuses (cards without a value yet count as
 /// status `unknown`).
-pub const PSEUDO_STATUSES: [(&str, &str); 5] = [
+pub(super) const PSEUDO_STATUSES: [(&str, &str); 5] = [
     ("problems", "any problem"),
     ("over_cap", "over their cap"),
     ("near_cap", "near their cap"),
@@ -250,7 +249,7 @@ pub const PSEUDO_STATUSES: [(&str, &str); 5] = [
 
 impl CardQuery {
     /// Reads the query parameters; anything malformed is ignored (the page still answers).
-    pub fn from_params(params: &[(String, String)]) -> Self {
+    pub(super) fn from_params(params: &[(String, String)]) -> Self {
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim());
         let q: String = get("q").unwrap_or("").chars().take(64).collect();
         let status = get("status")
@@ -268,7 +267,7 @@ impl CardQuery {
     }
 
     /// Whether any filter is set.
-    pub fn filtered(&self) -> bool {
+    pub(super) fn filtered(&self) -> bool {
         !self.q.is_empty() || self.status.is_some()
     }
 }
@@ -276,7 +275,7 @@ impl CardQuery {
 /// The card section: counts by status, the top cards by usage, the problem cards, and one
 /// page of the (filtered) full list.
 #[derive(Debug, Clone, Default)]
-pub struct CardsView {
+pub(super) struct CardsView {
     pub total: usize,
     /// (status, cards), most first; "unknown" for cards without a value yet.
     pub by_status: Vec<(String, usize)>,
@@ -294,7 +293,7 @@ pub struct CardsView {
 
 /// Everything the page shows.
 #[derive(Debug, Clone)]
-pub struct Landing {
+pub(super) struct Landing {
     pub version: &'static str,
     pub revision: &'static str,
     pub reload_ok: bool,
@@ -314,7 +313,7 @@ pub struct Landing {
 
 /// What `build` needs besides the snapshot.
 #[derive(Debug, Clone)]
-pub struct Context {
+pub(super) struct Context {
     pub reload_ok: bool,
     pub calendar: ApiCalendar,
     pub query: CardQuery,
@@ -355,7 +354,7 @@ fn pct(used: Option<f64>, cap: Option<f64>) -> Option<f64> {
 }
 
 /// Bytes as text with a binary unit ("41.7 GiB"); the page and the problem lines share it.
-pub fn bytes(v: f64) -> String {
+pub(super) fn bytes(v: f64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut x = v;
     let mut i = 0;
@@ -371,7 +370,7 @@ pub fn bytes(v: f64) -> String {
 }
 
 /// Days as text ("3.2 days", "5 h", "today").
-pub fn days(d: f64) -> String {
+pub(super) fn days(d: f64) -> String {
     if d < 0.0 {
         format!("{} days ago", (-d).round())
     } else if d < 1.0 {
@@ -530,7 +529,6 @@ fn pool_row(
     let mut add = |kind: ProblemKind, l: Level, detail: String| {
         level = Some(level.map_or(l, |x| x.min(l)));
         problems.add(kind, l, || Problem {
-            level: l,
             account: account.to_owned(),
             subject: Subject::Pool(code.clone()),
             detail,
@@ -659,7 +657,6 @@ fn failing_problem(
         None => "; no values served".into(),
     };
     Problem {
-        level: Level::Warning,
         account: account.to_owned(),
         subject,
         detail: format!("{what}: {}{served}", error_text(h.error.as_deref())),
@@ -668,7 +665,7 @@ fn failing_problem(
 
 /// Builds the page's view of `snap`. This is the one function that reads the collection
 /// snapshot; it makes one pass over the cards and keeps rows only for what is shown.
-pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
+pub(super) fn build(snap: &Snapshot, ctx: &Context) -> Landing {
     let now = snap.now_unix;
     let query = &ctx.query;
     let mut problems = Problems::default();
@@ -680,7 +677,6 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
 
     if !ctx.reload_ok {
         problems.add(ProblemKind::ReloadFailed, Level::Warning, || Problem {
-            level: Level::Warning,
             account: String::new(),
             subject: Subject::Account,
             detail: "the latest reload of the configuration failed; the previous one is in use (see the log)".into(),
@@ -783,24 +779,19 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
                     bytes(cap.unwrap_or(0.0))
                 )
             };
-            let card = |level: Level, detail: String| Problem {
-                level,
+            let card = |detail: String| Problem {
                 account: name.to_owned(),
                 subject: subject(),
                 detail,
             };
             if f.over_cap {
-                problems.add(ProblemKind::CardOverCap, Level::Critical, || {
-                    card(Level::Critical, usage())
-                });
+                problems.add(ProblemKind::CardOverCap, Level::Critical, || card(usage()));
             } else if f.near_cap {
-                problems.add(ProblemKind::CardNearCap, Level::Warning, || {
-                    card(Level::Warning, usage())
-                });
+                problems.add(ProblemKind::CardNearCap, Level::Warning, || card(usage()));
             }
             if f.abnormal {
                 problems.add(ProblemKind::CardAbnormal, Level::Warning, || {
-                    card(Level::Warning, "card status abnormal".into())
+                    card("card status abnormal".into())
                 });
             }
             let at = c.value.as_ref().map(|v| v.at_unix);
@@ -841,7 +832,6 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
             };
             row.level = Some(level);
             problems.add(kind, level, || Problem {
-                level,
                 account: name.to_owned(),
                 subject: Subject::Account,
                 detail: format!(
@@ -853,7 +843,6 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
         if let Some(factor) = row.oversubscribed() {
             let (need, allowed) = (row.required_rps, row.allowed_rps.unwrap_or(0.0));
             problems.add(ProblemKind::BudgetOversubscribed, Level::Warning, || Problem {
-                level: Level::Warning,
                 account: name.to_owned(),
                 subject: Subject::Account,
                 detail: format!(
@@ -863,7 +852,6 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Landing {
         }
         if let Some(until) = row.paused_until {
             problems.add(ProblemKind::ApiPaused, Level::Warning, || Problem {
-                level: Level::Warning,
                 account: name.to_owned(),
                 subject: Subject::Account,
                 detail: format!(
