@@ -203,6 +203,17 @@ def memory_kib(pid):
     return out["VmRSS"], out["VmHWM"]
 
 
+def memory_split_kib(pid):
+    """RssAnon and RssFile of a process (heap and stacks vs mapped code and data), in KiB."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("RssAnon", "RssFile"):
+                out[k] = int(v.split()[0])
+    return out.get("RssAnon", 0), out.get("RssFile", 0)
+
+
 def mib(kib):
     return kib / 1024
 

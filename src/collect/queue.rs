@@ -248,13 +248,16 @@ impl<T> Queue<T> {
             };
         if backfill_turn && let Some(Reverse(r)) = self.backfill.pop() {
             self.since_backfill = 0;
+            release_drained(&mut self.backfill);
             return Some((r.item, r.order));
         }
         if let Some(Reverse(r)) = self.ready.pop() {
             self.since_backfill = self.since_backfill.saturating_add(1);
+            release_drained(&mut self.ready);
             return Some((r.item, r.order));
         }
         if probes && let Some(Reverse(r)) = self.probes.pop() {
+            release_drained(&mut self.probes);
             return Some((r.item, r.order));
         }
         None
@@ -267,6 +270,17 @@ impl<T> Queue<T> {
         self.probes.retain(|Reverse(r)| keep(&r.item));
         self.timers.retain(|Reverse(t)| keep(&t.item));
         self.parked.retain(|t| keep(t));
+    }
+}
+
+/// Above this capacity a drained heap gives its memory back: a cold fill of 100,000 cards
+/// makes the ready heap hold them all at once (MiBs), and it is empty again afterwards.
+const KEEP_CAPACITY: usize = 4096;
+
+/// Frees an emptied heap's buffer when it is large (see [`KEEP_CAPACITY`]).
+fn release_drained<X: Ord>(heap: &mut BinaryHeap<X>) {
+    if heap.is_empty() && heap.capacity() > KEEP_CAPACITY {
+        *heap = BinaryHeap::new();
     }
 }
 

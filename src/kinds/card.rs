@@ -15,18 +15,26 @@ use tibiot_api::{ApiError, BillingMethod, CardDetail, CardStatus, Client, Query,
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Card;
 
-/// A card detail, ready to encode: label values as data, numbers in bytes.
+/// A card detail, ready to encode: label values as data, numbers in bytes. Kept for every
+/// card (100,000 on one exporter), so it is compact: 80 bytes, and with its fetch time and
+/// reference counts one 120-byte allocation per card (docs/benchmarks.md, row g).
 #[derive(Debug, Clone)]
 pub(crate) struct CardValues {
     /// `imsi`, `msisdn`, `imei`, `apn`, in one allocation.
     info: Texts<4>,
     pub(crate) status: Option<i64>,
-    /// The product's name of the billing method (`code_<n>` for an unknown code).
-    pub(crate) billing_label: Option<Cow<'static, str>>,
-    pub(crate) cycle_bytes: Option<f64>,
-    pub(crate) month_bytes: Option<f64>,
-    /// Absent for billing method `usage` and when `totalFlow` is missing.
-    pub(crate) capacity_bytes: Option<f64>,
+    /// The billing method's code (named by [`Self::billing_label`]).
+    billing: Option<i64>,
+    /// Bytes used this cycle, this month, and the cap; NaN when absent (JSON has no NaN).
+    cycle: f64,
+    month: f64,
+    capacity: f64,
+}
+
+/// `Some` unless NaN (absent).
+#[inline]
+fn present(x: f64) -> Option<f64> {
+    (!x.is_nan()).then_some(x)
 }
 
 impl CardValues {
@@ -40,15 +48,38 @@ impl CardValues {
                 &bounds.label("apn", d.apn.as_deref()),
             ]),
             status: d.card_status,
-            billing_label: d.billing_method.map(BillingMethod::label),
-            cycle_bytes: d.use_flow.map(kb_to_bytes),
-            month_bytes: d.use_month_flow.map(kb_to_bytes),
-            capacity_bytes: if usage {
-                None
+            billing: d.billing_method,
+            cycle: d.use_flow.map_or(f64::NAN, kb_to_bytes),
+            month: d.use_month_flow.map_or(f64::NAN, kb_to_bytes),
+            capacity: if usage {
+                f64::NAN
             } else {
-                d.total_flow.map(kb_to_bytes)
+                d.total_flow.map_or(f64::NAN, kb_to_bytes)
             },
         }
+    }
+
+    /// The product's name of the billing method (`code_<n>` for an unknown code).
+    pub(crate) fn billing_label(&self) -> Option<Cow<'static, str>> {
+        self.billing.map(BillingMethod::label)
+    }
+
+    /// Bytes used in the current billing cycle.
+    #[inline]
+    pub(crate) fn cycle_bytes(&self) -> Option<f64> {
+        present(self.cycle)
+    }
+
+    /// Bytes used this calendar month.
+    #[inline]
+    pub(crate) fn month_bytes(&self) -> Option<f64> {
+        present(self.month)
+    }
+
+    /// The cap in bytes; absent for billing method `usage` and when `totalFlow` is missing.
+    #[inline]
+    pub(crate) fn capacity_bytes(&self) -> Option<f64> {
+        present(self.capacity)
     }
 
     pub(crate) fn imsi(&self) -> &str {
@@ -149,12 +180,13 @@ static FAMILIES: &[Family] = &[
         served: Served::Both,
         source: Source::Snapshot(|snap, w| {
             for (t, v) in served::<Card>(snap) {
+                let billing = v.billing_label();
                 let info = [
                     ("imsi", v.imsi()),
                     ("msisdn", v.msisdn()),
                     ("imei", v.imei()),
                     ("apn", v.apn()),
-                    ("billing_method", v.billing_label.as_deref().unwrap_or("")),
+                    ("billing_method", billing.as_deref().unwrap_or("")),
                 ];
                 sample::<Card>(w, t, &info, 1.0);
             }
@@ -185,7 +217,7 @@ static FAMILIES: &[Family] = &[
         typ: MetricType::Gauge,
         labels: LABELS,
         served: Served::Both,
-        source: Source::Snapshot(|snap, w| gauge::<Card>(snap, w, |v| v.cycle_bytes)),
+        source: Source::Snapshot(|snap, w| gauge::<Card>(snap, w, |v| v.cycle_bytes())),
     },
     Family {
         name: "tibiot_card_month_usage_bytes",
@@ -193,7 +225,7 @@ static FAMILIES: &[Family] = &[
         typ: MetricType::Gauge,
         labels: LABELS,
         served: Served::Both,
-        source: Source::Snapshot(|snap, w| gauge::<Card>(snap, w, |v| v.month_bytes)),
+        source: Source::Snapshot(|snap, w| gauge::<Card>(snap, w, |v| v.month_bytes())),
     },
     Family {
         name: "tibiot_card_capacity_bytes",
@@ -201,7 +233,7 @@ static FAMILIES: &[Family] = &[
         typ: MetricType::Gauge,
         labels: LABELS,
         served: Served::Both,
-        source: Source::Snapshot(|snap, w| gauge::<Card>(snap, w, |v| v.capacity_bytes)),
+        source: Source::Snapshot(|snap, w| gauge::<Card>(snap, w, |v| v.capacity_bytes())),
     },
     DAILY,
     MONTHLY,
@@ -222,8 +254,8 @@ mod tests {
             ..Default::default()
         };
         let v = CardValues::from_detail(&d, &mut Bounds::default());
-        assert_eq!(v.capacity_bytes, None);
-        assert_eq!(v.cycle_bytes, Some(1024.0));
+        assert_eq!(v.capacity_bytes(), None);
+        assert_eq!(v.cycle_bytes(), Some(1024.0));
         assert_eq!(v.status_label().unwrap(), "code_5");
         assert_eq!(v.imsi(), "46\"0", "label values are kept as data");
         assert_eq!((v.msisdn(), v.imei(), v.apn()), ("", "", ""));

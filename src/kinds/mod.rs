@@ -313,21 +313,26 @@ impl Bounds {
 }
 
 /// Several label values kept in one allocation (a card has four; 10,000 cards would
-/// otherwise hold 40,000 small strings). Values as data, escaped only when written.
+/// otherwise hold 40,000 small strings). Values as data, escaped only when written. Each
+/// value is a bounded label value ([`MAX_LABEL_BYTES`]), so 16-bit offsets are enough.
 #[derive(Debug, Clone)]
 pub(crate) struct Texts<const N: usize> {
     text: Box<str>,
     /// Where each value ends in `text`.
-    ends: [u32; N],
+    ends: [u16; N],
 }
 
 impl<const N: usize> Texts<N> {
     pub(crate) fn new(values: [&str; N]) -> Self {
         let mut text = String::with_capacity(values.iter().map(|v| v.len()).sum());
-        let mut ends = [0u32; N];
+        let mut ends = [0u16; N];
         for (end, v) in ends.iter_mut().zip(values) {
+            if text.len() + v.len() > usize::from(u16::MAX) {
+                *end = text.len() as u16; // unreachable with bounded values: the rest is empty
+                continue;
+            }
             text.push_str(v);
-            *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
+            *end = text.len() as u16;
         }
         Self {
             text: text.into_boxed_str(),

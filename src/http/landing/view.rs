@@ -440,10 +440,10 @@ impl CardFacts<'_> {
             account: self.account.to_owned(),
             iccid: self.t.id().to_owned(),
             status: self.status.as_ref().map(|s| s.to_string()),
-            billing: v.and_then(|v| v.billing_label.as_ref().map(|b| b.to_string())),
-            cycle: v.and_then(|v| v.cycle_bytes),
-            month: v.and_then(|v| v.month_bytes),
-            capacity: v.and_then(|v| v.capacity_bytes),
+            billing: v.and_then(|v| v.billing_label().map(|b| b.to_string())),
+            cycle: v.and_then(|v| v.cycle_bytes()),
+            month: v.and_then(|v| v.month_bytes()),
+            capacity: v.and_then(|v| v.capacity_bytes()),
             pct: self.pct,
             state: state(
                 &self.t.health,
@@ -754,8 +754,8 @@ pub(super) fn build(snap: &Snapshot, ctx: &Context) -> Landing {
                 hist_failing = h.attempted && !h.ok;
             }
             let v = c.value::<CardValues>();
-            let cycle = v.and_then(|v| v.cycle_bytes);
-            let cap = v.and_then(|v| v.capacity_bytes);
+            let cycle = v.and_then(|v| v.cycle_bytes());
+            let cap = v.and_then(|v| v.capacity_bytes());
             let pc = pct(cycle, cap);
             let status = v.and_then(|v| v.status_label());
             let f = CardFacts {
