@@ -31,18 +31,12 @@ pub(crate) fn release_freed_memory() {
 }
 
 /// Caps glibc's malloc arenas (one per thread by default, each keeping its own freed
-/// memory): two are enough for an exporter on a small machine. And fixes the size from which
-/// glibc maps an allocation on its own (256 KiB): by default that threshold rises to the
-/// largest block ever freed, after which a cold fill's multi-MiB buffers (the queue's heaps,
-/// target lists, response bodies) come from the heap and leave holes between the small
-/// long-lived values, which then stay resident (100,000 cards: about 10 MiB). Together they
-/// keep the resident size close to the live data. Call before the runtime starts; a no-op
-/// off glibc.
+/// memory). Two are enough for an exporter on a small machine and keep the resident size
+/// close to the live data. Call before the runtime starts; a no-op off glibc.
 pub(crate) fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before other threads start.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
 }

@@ -59,7 +59,12 @@ fn modules_import_only_modules_below_them() {
     let mut seen = BTreeSet::new();
     for f in &files {
         let rel = f.strip_prefix(&src).unwrap();
-        let top = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let top = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         let module = top.trim_end_matches(".rs").to_string();
         if module == "main" || module == "lib" {
             continue;
@@ -73,7 +78,10 @@ fn modules_import_only_modules_below_them() {
     }
     assert!(seen.len() >= 8, "read too few modules: {seen:?}");
     for m in LAYERS {
-        assert!(seen.contains(*m), "LAYERS names `{m}`, which is not a module of src/");
+        assert!(
+            seen.contains(*m),
+            "LAYERS names `{m}`, which is not a module of src/"
+        );
     }
     assert!(
         violations.is_empty(),

@@ -372,8 +372,10 @@ proptest! {
             for p in pools { if !want_p.contains(p) { want_p.push(p.clone()); } }
             let mut want_c: Vec<String> = Vec::new();
             for c in cards { if !want_c.contains(c) { want_c.push(c.clone()); } }
-            prop_assert_eq!(&a.pools, &want_p);
-            prop_assert_eq!(&a.cards, &want_c);
+            let got_p: Vec<&str> = a.pools.iter().map(|p| &**p).collect();
+            let got_c: Vec<&str> = a.cards.iter().map(|c| &**c).collect();
+            prop_assert_eq!(got_p, want_p.iter().map(String::as_str).collect::<Vec<_>>());
+            prop_assert_eq!(got_c, want_c.iter().map(String::as_str).collect::<Vec<_>>());
         }
         let c = &cfg.collect;
         prop_assert_eq!(c.timeout, Duration::from_secs(timeout));

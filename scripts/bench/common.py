@@ -203,6 +203,21 @@ def memory_kib(pid):
     return out["VmRSS"], out["VmHWM"]
 
 
+def settled_memory_kib(pid, timeout=5.0):
+    """VmRSS and VmHWM once the process is at rest: the exporter hands a scrape's freed memory
+    back after the response is written, so a reading right after the last byte can catch it
+    before that. Polls every 100 ms until two readings differ by less than 256 KiB."""
+    rss, hwm = memory_kib(pid)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.1)
+        now, hwm = memory_kib(pid)
+        if abs(now - rss) < 256:
+            return now, hwm
+        rss = now
+    return rss, hwm
+
+
 def memory_split_kib(pid):
     """RssAnon and RssFile of a process (heap and stacks vs mapped code and data), in KiB."""
     out = {}

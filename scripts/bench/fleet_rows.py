@@ -24,7 +24,7 @@ import statistics
 import threading
 import time
 
-from common import (OM, curl, fetch_text, fill, load1, log, memory_kib, memory_split_kib, mib, parse, samples,
+from common import (OM, curl, fetch_text, fill, load1, log, memory_kib, memory_split_kib, mib, settled_memory_kib, parse, samples,
                     sim_counters, start_exporter, start_sim, stop, timed_fetch, write_config)
 
 SCRAPE_TIMEOUT_HEADER = ("X-Prometheus-Scrape-Timeout-Seconds: 10",)
@@ -243,7 +243,7 @@ def big_fleet_row(binary, sim_binary, tmp, row, reps):
         t, _ = curl(url)
         times.append(t)
     med = statistics.median(times)
-    rss, hwm = memory_kib(p.pid)
+    rss, hwm = settled_memory_kib(p.pid)
     anon, file = memory_split_kib(p.pid)
     log(f"# 100k: VmRSS {mib(rss):.1f} MiB = anonymous {mib(anon):.1f} MiB (heap, stacks) + "
         f"file-backed {mib(file):.1f} MiB (the binary's pages)")

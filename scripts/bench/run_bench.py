@@ -39,7 +39,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (OM, curl, failed_targets, fetch_text, fill, load1, log, machine, memory_kib,  # noqa: E402
+from common import (OM, curl, failed_targets, fetch_text, fill, load1, log, machine, memory_kib, settled_memory_kib,  # noqa: E402
                     metric_sum, mib, samples, start_baseline, start_exporter, start_sim, stop, stop_all,
                     write_config)
 import fleet_rows  # noqa: E402
@@ -140,7 +140,7 @@ def main():
             if "b" not in want:
                 for _ in range(reps):
                     curl(url)
-            mem10k = memory_kib(p.pid)
+            mem10k = settled_memory_kib(p.pid)
             if "landing" in want:
                 # Same warm exporter, after the memory reading (the page does not count in (d)).
                 landing_rows(row, f"http://{addr}", reps, log, pid=p.pid)
@@ -207,7 +207,7 @@ def main():
                     fill(url, f"mem {n}", want_cards=n)
                     for _ in range(reps):
                         curl(url)
-                    rss, hwm = memory_kib(p.pid)
+                    rss, hwm = settled_memory_kib(p.pid)
                     stop(p)
                 ok = "" if n != 10000 else ("met" if mib(rss) <= 25 else "MISSED")
                 row("d", f"resident memory, 200 pools + {n:,} cards (after the fill and {reps}+ warm scrapes; "
@@ -238,7 +238,7 @@ def main():
                     f"text{', gzip' if gz else ''} (load {load1():.1f})",
                     f"{med * 1000:.0f} ms, {n:,} series, {med * 1e9 / n:.0f} ns/series "
                     f"(Rust exporter: {med / rust:.0f}× faster)")
-            rss, hwm = memory_kib(p.pid)
+            rss, hwm = settled_memory_kib(p.pid)
             row("base", "baseline: resident memory at 200 pools + 10,000 cards",
                 f"VmRSS {mib(rss):.1f} MiB, VmHWM {mib(hwm):.1f} MiB "
                 f"(Rust exporter: {mib(mem10k[0]):.1f} MiB)")

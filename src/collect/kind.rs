@@ -56,7 +56,7 @@ pub(crate) trait TargetKind: Send + Sync + 'static {
     /// The API subject: which usage endpoints serve its history.
     fn subject(&self) -> Subject;
     /// The configured ids of this kind in `account`.
-    fn configured<'a>(&self, account: &'a Account) -> &'a [String];
+    fn configured<'a>(&self, account: &'a Account) -> &'a [Arc<str>];
     /// How long a fetched detail is reused.
     fn ttl(&self, c: &CollectConfig) -> Duration;
     /// Days and months of usage history to keep (0 and 0: none).

@@ -74,10 +74,10 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    fn new(account: &Arc<str>, id: &str) -> Self {
+    fn new(account: &Arc<str>, id: Arc<str>) -> Self {
         Self {
             account: account.clone(),
-            id: Arc::from(id),
+            id,
             detail: Mutex::new(Slot::default()),
             history: Mutex::new(None),
             encoded_labels: OnceLock::new(),
@@ -121,7 +121,7 @@ impl KindTargets {
             }
             m.clear();
         }
-        let t = Arc::new(Target::new(account, id));
+        let t = Arc::new(Target::new(account, Arc::from(id)));
         m.insert(t.id.clone(), t.clone());
         (t, true)
     }
@@ -286,7 +286,7 @@ impl Collector {
                         .as_ref()
                         .and_then(|p| p.kinds.iter().find(|k| same(k.kind, kind)));
                     let ids = kind.configured(a);
-                    let owned: Vec<&String> = ids
+                    let owned: Vec<&Arc<str>> = ids
                         .iter()
                         .filter(|id| self.shard.owns(&a.name, kind.name(), id))
                         .collect();
@@ -440,7 +440,7 @@ fn log_budget(acc: &AccountRt, shard: Shard) {
 /// The targets of `ids` (de-duplicated), reusing the cached ones of `prev`.
 fn build_targets(
     account: &Arc<str>,
-    ids: &[&String],
+    ids: &[&Arc<str>],
     prev: Option<&KindTargets>,
 ) -> Vec<Arc<Target>> {
     let prev: HashMap<&str, &Arc<Target>> = prev
@@ -449,13 +449,13 @@ fn build_targets(
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        if !seen.insert(id.as_str()) {
+        if !seen.insert(&***id) {
             continue;
         }
         out.push(
-            prev.get(id.as_str())
+            prev.get(&***id)
                 .map(|t| (*t).clone())
-                .unwrap_or_else(|| Arc::new(Target::new(account, id))),
+                .unwrap_or_else(|| Arc::new(Target::new(account, Arc::clone(id)))),
         );
     }
     out

@@ -46,9 +46,11 @@ pub struct Account {
     pub(crate) app_secret: Option<Arc<SecretString>>,
     pub(crate) headers: Vec<(String, Arc<SecretString>)>,
     pub success_codes: Vec<i64>,
-    pub pools: Vec<String>,
-    /// `cards` and the entries of `cards_file`, in order, without duplicates.
-    pub cards: Vec<String>,
+    /// Pool codes, in order, without duplicates (shared with the collector's targets).
+    pub pools: Vec<Arc<str>>,
+    /// `cards` and the entries of `cards_file`, in order, without duplicates (shared with the
+    /// collector's targets: 100,000 ICCIDs are kept once).
+    pub cards: Vec<Arc<str>>,
     /// Resolved path of `cards_file`.
     pub cards_file: Option<PathBuf>,
 }

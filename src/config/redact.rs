@@ -93,8 +93,8 @@ impl Config {
             app_secret: Option<&'static str>,
             headers: BTreeMap<&'a str, &'static str>,
             success_codes: &'a [i64],
-            pools: &'a [String],
-            cards: &'a [String],
+            pools: Vec<&'a str>,
+            cards: Vec<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             cards_file: Option<String>,
         }
@@ -130,8 +130,8 @@ impl Config {
                         .map(|(k, _)| (k.as_str(), "<redacted>"))
                         .collect(),
                     success_codes: &a.success_codes,
-                    pools: &a.pools,
-                    cards: &a.cards,
+                    pools: a.pools.iter().map(|p| &**p).collect(),
+                    cards: a.cards.iter().map(|c| &**c).collect(),
                     cards_file: a.cards_file.as_ref().map(|p| p.display().to_string()),
                 })
                 .collect(),

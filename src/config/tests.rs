@@ -3,6 +3,7 @@
 
 use super::*;
 use secrecy::ExposeSecret;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn env(k: &str) -> Option<String> {
@@ -41,8 +42,14 @@ fn full_example_and_big_iccids() {
     let y = "accounts:\n  - name: main-1\n    base_url: http://127.0.0.1:8080\n    auth: hmac-sha256\n    app_key: k\n    app_secret: x\n    headers: {X-Token: \"${TOKEN}\"}\n    success_codes: [0]\n    pools: [POOL-001, POOL-002, POOL-001]\n    cards: [89860000000000000001, \"89860000000000000002\"]\ncollect:\n  timeout: 1m30s\n  timeout_offset: 250ms\n  concurrency: 4\n  requests_per_second: 0\n  pool_ttl: 30s\n  card_ttl: 1h\n  history_ttl: 2h\n  stale_after: 10m\n  history: {pool_days: 7, pool_months: 3, card_days: 2, card_months: 1}\n  utc_offset: \"-05:30\"\n";
     let c = parse(y).unwrap();
     let a = &c.accounts[0];
-    assert_eq!(a.pools, ["POOL-001", "POOL-002"]);
-    assert_eq!(a.cards, ["89860000000000000001", "89860000000000000002"]);
+    assert_eq!(a.pools, [Arc::from("POOL-001"), Arc::from("POOL-002")]);
+    assert_eq!(
+        a.cards,
+        [
+            Arc::from("89860000000000000001"),
+            Arc::from("89860000000000000002")
+        ]
+    );
     assert_eq!(c.collect.timeout, Duration::from_secs(90));
     assert_eq!(c.collect.history.card_days, 2);
     assert_eq!(c.collect.utc_offset, "-05:30");
@@ -252,7 +259,13 @@ fn files_relative_to_config_folder() {
         a.app_secret.as_ref().unwrap().expose_secret(),
         "file-secret"
     );
-    assert_eq!(a.cards, ["89860000000000000001", "89860000000000000009"]);
+    assert_eq!(
+        a.cards,
+        [
+            Arc::from("89860000000000000001"),
+            Arc::from("89860000000000000009")
+        ]
+    );
     std::fs::write(
         dir.path().join("iccids.txt"),
         "89860000000000000009\nnot-an-iccid\n123\n",

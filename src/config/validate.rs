@@ -439,8 +439,8 @@ fn validate_account(
         app_secret: app_secret.map(|s| Arc::new(SecretString::from(s))),
         headers,
         success_codes,
-        pools,
-        cards,
+        pools: shared(pools),
+        cards: shared(cards),
         cards_file,
     })
 }
@@ -468,4 +468,12 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     } else {
         base.join(p)
     }
+}
+
+/// Ids as the shared strings the collector's targets keep (no second copy of 100,000 ICCIDs),
+/// in a list of exactly their length (collecting in place would keep the larger buffer).
+fn shared(ids: Vec<String>) -> Vec<Arc<str>> {
+    let mut out: Vec<Arc<str>> = ids.into_iter().map(Arc::from).collect();
+    out.shrink_to_fit();
+    out
 }

@@ -8,6 +8,7 @@ use crate::config::{Account, CollectConfig, is_valid_iccid};
 use crate::metrics::expo::MetricType;
 use crate::metrics::{Family, Served, Source};
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 use tibiot_api::{ApiError, BillingMethod, CardDetail, CardStatus, Client, Query, Subject};
 
@@ -115,7 +116,7 @@ impl Kind for Card {
     const MONTHLY: &'static Family = &MONTHLY;
     type Values = CardValues;
 
-    fn configured(account: &Account) -> &[String] {
+    fn configured(account: &Account) -> &[Arc<str>] {
         &account.cards
     }
 

@@ -44,7 +44,7 @@ pub(crate) trait Kind: Send + Sync + 'static {
     /// What a fetched detail becomes.
     type Values: Send + Sync + 'static;
     /// Its targets in an account's configuration.
-    fn configured(account: &Account) -> &[String];
+    fn configured(account: &Account) -> &[Arc<str>];
     /// How long a fetched detail is reused.
     fn ttl(c: &CollectConfig) -> Duration;
     /// Days and months of usage history to keep.
@@ -69,7 +69,7 @@ impl<K: Kind> TargetKind for K {
     fn subject(&self) -> Subject {
         K::SUBJECT
     }
-    fn configured<'a>(&self, account: &'a Account) -> &'a [String] {
+    fn configured<'a>(&self, account: &'a Account) -> &'a [Arc<str>] {
         K::configured(account)
     }
     fn ttl(&self, c: &CollectConfig) -> Duration {
@@ -174,7 +174,7 @@ impl HistorySource {
     }
 
     /// Its targets in `account`'s configuration.
-    pub fn targets<'a>(&self, account: &'a Account) -> &'a [String] {
+    pub fn targets<'a>(&self, account: &'a Account) -> &'a [Arc<str>] {
         self.kind.configured(account)
     }
 

@@ -10,6 +10,7 @@ use crate::metrics::expo::MetricType;
 use crate::metrics::{Family, Served, Source};
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tibiot_api::calendar::ApiCalendar;
 use tibiot_api::{ApiError, CardStatus, Client, PoolDetail, PoolStatus, PoolType, Query, Subject};
@@ -157,7 +158,7 @@ impl Kind for Pool {
     const MONTHLY: &'static Family = &MONTHLY;
     type Values = PoolValues;
 
-    fn configured(account: &Account) -> &[String] {
+    fn configured(account: &Account) -> &[Arc<str>] {
         &account.pools
     }
 

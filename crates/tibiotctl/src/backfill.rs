@@ -149,11 +149,11 @@ pub fn plan(
     let mut jobs = Vec::new();
     for source in history_sources() {
         let (max_days, max_months) = source.window(collect);
-        let job = |target: &String, month: bool, period: String, timestamp: i64| Job {
+        let job = |target: &std::sync::Arc<str>, month: bool, period: String, timestamp: i64| Job {
             source,
             month,
             account: account.name.clone(),
-            target: target.clone(),
+            target: target.to_string(),
             period,
             timestamp,
         };
