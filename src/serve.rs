@@ -264,7 +264,13 @@ pub(crate) async fn run_server(
         );
     }
     tracing::info!(address = %addr, version = crate::metrics::VERSION, "listening");
-    spawn_sighup(app.clone());
+    let a = app.clone();
+    on_sighup("the configuration", move || {
+        let a = a.clone();
+        async move {
+            let _ = a.reload().await;
+        }
+    });
     warn_if_few_file_descriptors(web.limits.max_connections);
     match serve_router(listener, router(app), web, shutdown_signal()).await {
         Ok(()) => {
@@ -323,7 +329,13 @@ fn warn_if_few_file_descriptors(max_connections: usize) {
     let _ = max_connections;
 }
 
-fn spawn_sighup(app: Arc<App>) {
+/// Calls `reload` on every SIGHUP (Unix), logging `what` is reloaded; the exporter's and the
+/// guard's reload path alike. A no-op elsewhere.
+pub fn on_sighup<F, Fut>(what: &'static str, reload: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     #[cfg(unix)]
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -332,12 +344,25 @@ fn spawn_sighup(app: Arc<App>) {
             return;
         };
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the configuration");
-            let _ = app.reload().await;
+            tracing::info!("SIGHUP: reloading {what}");
+            reload().await;
         }
     });
     #[cfg(not(unix))]
-    let _ = app;
+    let _ = (what, reload);
+}
+
+/// Parses the command line of a binary (exporter or `tibiotctl`): on a usage error the message
+/// and exit code 2; for `--help` and `--version` the text and exit code 0.
+pub fn parse_args<C: clap::Parser>() -> Result<C, ExitCode> {
+    C::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import os
 import re
 import secrets
 import threading
@@ -94,7 +95,7 @@ class Client:
 
 
 class Collector:
-    def __init__(self, cfg):
+    def __init__(self, cfg, config_dir="."):
         acc = cfg["accounts"][0]
         col = cfg.get("collect") or {}
         hist = col.get("history") or {}
@@ -102,6 +103,9 @@ class Collector:
         self.client = Client(acc["base_url"], str(acc.get("app_key", "")), str(acc.get("app_secret", "")))
         self.pools = [str(p) for p in acc.get("pools") or []]
         self.cards = [str(c) for c in acc.get("cards") or []]
+        if acc.get("cards_file"):  # one ICCID per line, relative to the configuration file
+            with open(os.path.join(config_dir, acc["cards_file"])) as cf:
+                self.cards += [line.strip() for line in cf if line.strip() and not line.startswith("#")]
         self.pool_ttl = duration(col.get("pool_ttl"), 60)
         self.card_ttl = duration(col.get("card_ttl"), 900)
         self.history_ttl = duration(col.get("history_ttl"), 3600)
@@ -237,7 +241,7 @@ def main():
     args = ap.parse_args()
     with open(args.config) as f:
         cfg = yaml.safe_load(f)
-    REGISTRY.register(Collector(cfg))
+    REGISTRY.register(Collector(cfg, os.path.dirname(os.path.abspath(args.config))))
     host, port = args.listen.rsplit(":", 1)
     start_http_server(int(port), addr=host)
     print(f"listening on {args.listen}", flush=True)

@@ -138,7 +138,13 @@ async fn serve(config_file: PathBuf, timeout: Duration, args: GuardArgs) -> Exit
         }
     };
     tracing::info!(address = %listen, mode = guard.mode().name(), "listening");
-    spawn_sighup(guard.clone());
+    let g = guard.clone();
+    tibiot_exporter::serve::on_sighup("the guard's configuration", move || {
+        let g = g.clone();
+        async move {
+            let _ = tokio::task::spawn_blocking(move || g.reload()).await;
+        }
+    });
     let result = server
         .serve(
             router(guard.clone()),
@@ -162,24 +168,6 @@ async fn serve(config_file: PathBuf, timeout: Duration, args: GuardArgs) -> Exit
             ExitCode::from(1)
         }
     }
-}
-
-fn spawn_sighup(guard: Arc<Guard>) {
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload");
-            return;
-        };
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading");
-            let g = guard.clone();
-            let _ = tokio::task::spawn_blocking(move || g.reload()).await;
-        }
-    });
-    #[cfg(not(unix))]
-    let _ = guard;
 }
 
 /// The guard's routes.
