@@ -193,14 +193,20 @@ def failed_targets(text):
     return sum(1 for l in samples(text) if l.startswith("tibiot_collect_success{") and l.endswith(" 0"))
 
 
-def memory_kib(pid):
+def proc_status_kib(pid, *keys):
+    """Fields of /proc/PID/status in KiB (0 when a field is missing)."""
     out = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM"):
+            if k in keys:
                 out[k] = int(v.split()[0])
-    return out["VmRSS"], out["VmHWM"]
+    return tuple(out.get(k, 0) for k in keys)
+
+
+def memory_kib(pid):
+    """VmRSS and VmHWM in KiB."""
+    return proc_status_kib(pid, "VmRSS", "VmHWM")
 
 
 def settled_memory_kib(pid, timeout=5.0):
@@ -220,13 +226,7 @@ def settled_memory_kib(pid, timeout=5.0):
 
 def memory_split_kib(pid):
     """RssAnon and RssFile of a process (heap and stacks vs mapped code and data), in KiB."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("RssAnon", "RssFile"):
-                out[k] = int(v.split()[0])
-    return out.get("RssAnon", 0), out.get("RssFile", 0)
+    return proc_status_kib(pid, "RssAnon", "RssFile")
 
 
 def mib(kib):

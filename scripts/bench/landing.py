@@ -16,6 +16,8 @@ import subprocess
 import tempfile
 import time
 
+from common import settled_memory_kib
+
 BROWSER_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -52,16 +54,6 @@ def _browser(binary, url):
         return took
 
 
-def _memory_mib(pid):
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM"):
-                out[k] = int(v.split()[0]) / 1024
-    return out["VmRSS"], out["VmHWM"]
-
-
 def landing_rows(row, base, reps, log, pid=None):
     """Adds the landing rows for the exporter at `base` (http://host:port), process `pid`."""
     page = f"{base}/"
@@ -74,7 +66,7 @@ def landing_rows(row, base, reps, log, pid=None):
         med, worst, size = _server(page + q, reps)
         row("landing", f"… {what}", f"{med * 1000:.1f} ms (max {worst * 1000:.1f}), {size / 1000:.0f} kB")
     if pid is not None:
-        rss, hwm = _memory_mib(pid)
+        rss, hwm = (kib / 1024 for kib in settled_memory_kib(pid))
         row("landing", "… resident memory of the exporter after these page loads (row d is read before them)",
             f"VmRSS {rss:.1f} MiB, VmHWM {hwm:.1f} MiB")
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
