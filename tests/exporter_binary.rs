@@ -323,22 +323,8 @@ async fn demo_serves_every_simulated_target_with_history() {
     let pools = find(&s, "tibiot_pool_info", &[("account", "demo")]).len();
     let cards = find(&s, "tibiot_card_info", &[("account", "demo")]).len();
     assert_eq!((pools, cards), (8, 40), "every simulated pool and card");
-    let end = std::time::Instant::now() + Duration::from_secs(90);
-    let s = loop {
-        let (status, text) = get(&format!("{base}/metrics")).await;
-        assert_eq!(status, 200);
-        let s = parse(&text);
-        // settled: nothing due or being fetched any more
-        let pending = find(&s, "tibiot_collect_pending_targets", &[]);
-        if !pending.is_empty() && pending.iter().all(|x| x.value == 0.0) {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < end,
-            "the history never filled in: {pending:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    // settled: nothing due or being fetched any more (the history filled in)
+    let s = parse(&settled_at(&format!("{base}/metrics")).await);
     assert_eq!(find(&s, "tibiot_pool_daily_usage_bytes", &[]).len(), 8 * 30);
     assert_eq!(
         find(&s, "tibiot_pool_monthly_usage_bytes", &[]).len(),

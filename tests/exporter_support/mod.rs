@@ -91,9 +91,14 @@ pub fn client() -> reqwest::Client {
 /// Scrapes `/metrics` of `server` until nothing is pending (every due fetch, the history
 /// backfill included, has completed; at most 90 s) and returns that body.
 pub async fn settled(server: &Server) -> String {
+    settled_at(&server.url("/metrics")).await
+}
+
+/// [`settled`] for any exporter's `/metrics` URL (e.g. a child process of the real binary).
+pub async fn settled_at(metrics_url: &str) -> String {
     let end = std::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let (status, text) = get(&server.url("/metrics")).await;
+        let (status, text) = get(metrics_url).await;
         assert_eq!(status, 200);
         let s = parse(&text);
         let pending = find(&s, "tibiot_collect_pending_targets", &[]);
