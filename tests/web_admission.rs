@@ -327,6 +327,13 @@ async fn until_closed<S: AsyncRead + Unpin>(mut s: S) -> std::io::Result<()> {
 /// HTTP with the default per-client share (the attack comes from the scraper's own address),
 /// then TLS with basic auth and no per-client share (the connection cap is what fills up).
 /// The header timeout is a minute, so the attack is not merely cut short by it.
+/// The connection was closed before any response (not a timeout, not a refusal by status).
+fn closed_before_response(e: &str) -> bool {
+    e.contains("IncompleteMessage")
+        || e.contains("ConnectionReset")
+        || e.contains("connection closed")
+}
+
 async fn scrapes_get_through(kind: Kind, extra_over_cap: usize) {
     let _one = ONE_ATTACK_AT_A_TIME.lock().await;
     let cap = connection_cap();
@@ -348,11 +355,30 @@ async fn scrapes_get_through(kind: Kind, extra_over_cap: usize) {
             .expect("scrape before the attack");
         let attack = Attack::start(&exp, kind, n);
         attack.in_place(n).await;
+        let mut lost = 0;
         for i in 0..3 {
-            let body = scrape(&exp, "/metrics").await.unwrap_or_else(|e| {
-                panic!("{kind:?} x{n}, secure={secure}: scrape {i} failed: {e}")
-            });
+            // A lockout shows as a scrape that times out or is refused. On a starved machine
+            // a scrape's brand-new connection can also lose a race before its request is
+            // read: the attack's connections reconnect from the same address many times a
+            // second, and the oldest one that has not begun a request makes room (Prometheus
+            // records one missed scrape). That is retried, at most twice; a timeout never is.
+            let mut attempt = 0;
+            let body = loop {
+                match scrape(&exp, "/metrics").await {
+                    Ok(body) => break body,
+                    Err(e) if attempt < 2 && closed_before_response(&e) => {
+                        attempt += 1;
+                        lost += 1;
+                    }
+                    Err(e) => panic!("{kind:?} x{n}, secure={secure}: scrape {i} failed: {e}"),
+                }
+            };
             assert!(body.contains("tibiot_"), "{body}");
+        }
+        if lost > 0 {
+            eprintln!(
+                "{kind:?} x{n}, secure={secure}: {lost} scrape connection(s) closed before the response, retried"
+            );
         }
         attack.stop().await;
         assert!(
