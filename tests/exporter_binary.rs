@@ -6,21 +6,9 @@ mod exporter_support;
 
 use exporter_support::*;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use tibiot_sim::SimOptions;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tibiot-exporter");
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn signal(p: &Proc, sig: i32) {
     // SAFETY: sending a signal to our own child.
@@ -43,26 +31,7 @@ async fn exit_status(p: &mut Proc, within: Duration) -> Option<std::process::Exi
 }
 
 async fn start(config: &std::path::Path, extra: &[&str]) -> (Proc, String) {
-    let port = free_port();
-    let child = Command::new(BIN)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let p = Proc(child);
-    let base = format!("http://127.0.0.1:{port}");
-    let url = format!("{base}/-/healthy");
-    let up = eventually(Duration::from_secs(20), || {
-        let url = url.clone();
-        async move { client().get(&url).send().await.is_ok() }
-    })
-    .await;
-    assert!(up, "exporter did not come up");
-    (p, base)
+    start_binary(config, extra, Stdio::piped(), Duration::from_secs(20)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

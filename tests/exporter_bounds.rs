@@ -9,23 +9,11 @@ mod exporter_support;
 
 use exporter_support::*;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tibiot_api::Endpoint;
 use tibiot_sim::{Fault, FaultRule, SimOptions};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tibiot-exporter");
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_pools_are_exported_within_the_bounds() {

@@ -7,7 +7,9 @@
 mod exporter_support;
 mod fault_support;
 
-use exporter_support::{Sample, Server, client, config_yaml, find, get, parse, sim, value};
+use exporter_support::{
+    Sample, Server, client, config_yaml, find, get, parse, sim, sim_counters, value,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tibiot_api::Endpoint;
@@ -40,14 +42,7 @@ async fn scrape_until(url: &str, what: &str, cond: impl Fn(&[Sample]) -> bool) -
 
 /// The simulator's per-target counters over HTTP: (requests, unix time of the latest).
 async fn counters(sim: &SimHandle, ep: Endpoint) -> BTreeMap<String, (u64, f64)> {
-    let j: serde_json::Value = client()
-        .get(format!("http://{}/-/counters?targets=1", sim.addr()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let j = sim_counters(sim).await;
     j["targets"][ep.name()]
         .as_object()
         .map(|m| {

@@ -551,14 +551,7 @@ async fn a_remembered_retry_after_stops_requests_until_it_passes() {
     assert_eq!(sim.requests_for(Endpoint::PoolDetail, &pools[0]), 2);
     // The simulator's own clock says when each of the other pools was asked for: not before
     // the end of the pause.
-    let counters: serde_json::Value = client()
-        .get(format!("http://{}/-/counters?targets=1", sim.addr()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counters = sim_counters(&sim).await;
     for pool in &pools[1..] {
         let at = &counters["targets"]["pool_detail"][pool.as_str()];
         assert_eq!(at[0], 1, "{pool}");

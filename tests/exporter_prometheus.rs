@@ -5,18 +5,9 @@
 mod exporter_support;
 
 use exporter_support::*;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use tibiot_sim::SimOptions;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn query(prom: &str, q: &str) -> Option<Vec<serde_json::Value>> {
     let r = client()

@@ -14,46 +14,16 @@ mod exporter_support;
 
 use exporter_support::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tibiot_api::Endpoint;
 use tibiot_sim::SimOptions;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tibiot-exporter");
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The exporter binary with `yaml` as its configuration; returns it and its base URL.
 async fn exporter(dir: &Path, yaml: &str) -> (Proc, String) {
     let config = dir.join("tibiot-exporter.yml");
     std::fs::write(&config, yaml).unwrap();
-    let port = free_port();
-    let child = Command::new(BIN)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Proc(child);
-    let base = format!("http://127.0.0.1:{port}");
-    let url = format!("{base}/-/healthy");
-    let up = eventually(Duration::from_secs(60), || {
-        let url = url.clone();
-        async move { client().get(&url).send().await.is_ok() }
-    })
-    .await;
-    assert!(up, "the exporter did not come up");
-    (p, base)
+    start_binary(&config, &[], Stdio::null(), Duration::from_secs(60)).await
 }
 
 /// The headless browser: `--dump-dom` of `url` (the DOM after loading) and a screenshot.

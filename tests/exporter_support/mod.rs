@@ -238,6 +238,63 @@ pub fn promtool(text: &str) -> String {
     s
 }
 
+/// The exporter binary built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_tibiot-exporter");
+
+/// A child process killed when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The exporter binary with `config` and `extra` flags on a free loopback port, its stderr
+/// as given; waits (at most `within`) until `/-/healthy` answers. Returns it and its base URL.
+pub async fn start_binary(
+    config: &Path,
+    extra: &[&str],
+    stderr: std::process::Stdio,
+    within: Duration,
+) -> (Proc, String) {
+    use std::process::{Command, Stdio};
+    let port = free_port();
+    let child = Command::new(BIN)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let p = Proc(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let url = format!("{base}/-/healthy");
+    let up = eventually(within, || {
+        let url = url.clone();
+        async move { client().get(&url).send().await.is_ok() }
+    })
+    .await;
+    assert!(up, "the exporter did not come up");
+    (p, base)
+}
+
+/// The simulator's `GET /-/counters?targets=1`: totals, and per endpoint and target the
+/// requests and the unix time of the latest.
+pub async fn sim_counters(sim: &SimHandle) -> serde_json::Value {
+    client()
+        .get(format!("http://{}/-/counters?targets=1", sim.addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A free loopback TCP port (bound and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
