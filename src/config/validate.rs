@@ -382,8 +382,11 @@ fn validate_account(
                     ),
                 );
             }
-        } else if seen.insert(code.to_owned()) {
-            pools.push(code.to_owned());
+        } else {
+            let code: Arc<str> = Arc::from(code);
+            if seen.insert(code.clone()) {
+                pools.push(code);
+            }
         }
     }
     more(bad, &key("pools"), last, "pool codes", p);
@@ -401,8 +404,9 @@ fn validate_account(
                 }
             }
             Ok(()) => {
-                if seen.insert(iccid.to_owned()) {
-                    cards.push(iccid.to_owned());
+                let iccid: Arc<str> = Arc::from(iccid);
+                if seen.insert(iccid.clone()) {
+                    cards.push(iccid);
                 }
             }
         }
@@ -413,6 +417,7 @@ fn validate_account(
         match read_cards_file(&path) {
             Ok(list) => {
                 for c in list {
+                    let c: Arc<str> = Arc::from(c);
                     if seen.insert(c.clone()) {
                         cards.push(c);
                     }
@@ -431,6 +436,9 @@ fn validate_account(
     if p.0.len() != before {
         return None;
     }
+    // The lists are kept for the process's life (100,000 ICCIDs): no spare capacity.
+    pools.shrink_to_fit();
+    cards.shrink_to_fit();
     Some(Account {
         name: ra.name.as_ref()?.value.clone(),
         base_url: base_url?,
@@ -439,8 +447,8 @@ fn validate_account(
         app_secret: app_secret.map(|s| Arc::new(SecretString::from(s))),
         headers,
         success_codes,
-        pools: shared(pools),
-        cards: shared(cards),
+        pools,
+        cards,
         cards_file,
     })
 }
@@ -468,12 +476,4 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     } else {
         base.join(p)
     }
-}
-
-/// Ids as the shared strings the collector's targets keep (no second copy of 100,000 ICCIDs),
-/// in a list of exactly their length (collecting in place would keep the larger buffer).
-fn shared(ids: Vec<String>) -> Vec<Arc<str>> {
-    let mut out: Vec<Arc<str>> = ids.into_iter().map(Arc::from).collect();
-    out.shrink_to_fit();
-    out
 }
